@@ -1,0 +1,72 @@
+"""Run one compiled job folder: ``python -m runtime.job <job_dir>``.
+
+Reads ``config.json``, dispatches on its ``kind`` to ``runtime.jobs.<kind>.run``, and writes
+``results.json`` last and atomically, so a folder with results is always a finished job.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import time
+from pathlib import Path
+from typing import Any, Protocol
+
+from runtime.io import read_json, write_json_atomic
+
+JOB_KINDS = ("tokenize", "train", "stats", "prune")
+RESULTS_FILE = "results.json"
+PROGRESS_FILE = "progress.json"
+
+
+class Progress:
+    """Throttled progress reports a job writes to ``progress.json`` for whoever follows it."""
+
+    def __init__(self, job_dir: Path, min_interval_s: float = 0.5) -> None:
+        self.path = job_dir / PROGRESS_FILE
+        self.min_interval_s = min_interval_s
+        self._last = 0.0
+
+    def __call__(self, info: dict[str, Any], force: bool = False) -> None:
+        now = time.monotonic()
+        if force or now - self._last >= self.min_interval_s:
+            self._last = now
+            write_json_atomic(self.path, {**info, "time": time.time()})
+
+
+class JobKind(Protocol):
+    def run(
+        self, config: dict[str, Any], job_dir: Path, workspace: Path, progress: Progress
+    ) -> dict[str, Any]: ...
+
+
+def is_complete(job_dir: Path) -> bool:
+    return (job_dir / RESULTS_FILE).is_file()
+
+
+def run_job(job_dir: Path) -> dict[str, Any]:
+    job_dir = job_dir.resolve()
+    config = read_json(job_dir / "config.json")
+    kind = config["kind"]
+    if kind not in JOB_KINDS:
+        raise ValueError(f"{job_dir}: unknown job kind {kind!r}")
+    module: JobKind = importlib.import_module(f"runtime.jobs.{kind}")  # type: ignore[assignment]
+    started = time.time()
+    results = module.run(config, job_dir, job_dir.parent.parent, Progress(job_dir))
+    results = {"kind": kind, "key": config["key"], "started_at": started,
+               "finished_at": time.time(), **results}
+    write_json_atomic(job_dir / RESULTS_FILE, results)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m runtime.job <job_dir>", file=sys.stderr)
+        return 2
+    run_job(Path(args[0]))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,208 @@
+"""Pydantic models of an xcompile recipe.
+
+Defaults follow Gao et al. 2025, "Weight-sparse transformers have interpretable circuits"
+(see method.md in the design notes); every number there is a field here. Models are strict:
+unknown keys are errors, strings are never coerced to numbers, NaN and infinity are refused.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from spec.units import Count, Minutes
+
+NAME_PATTERN = r"^[a-z0-9_-]+$"
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, frozen=True)
+
+
+class DataSpec(StrictModel):
+    """The pretraining corpus and its tokenizer."""
+
+    corpus: str = Field(
+        "stdlib",
+        description="'stdlib' (this Python's standard-library sources), 'synthetic' (generated "
+        "simple Python programs), a folder or glob of .py files, or a .txt/.jsonl file.",
+    )
+    max_bytes: Count | None = Field(
+        None, gt=0, description="Use at most this many bytes of the corpus (e.g. 8M); all if unset."
+    )
+    heldout_fraction: float = Field(0.05, gt=0, lt=0.5, description="Fraction of files held out.")
+    vocab_size: int = Field(2048, ge=260, le=65535, description="BPE vocabulary size.")
+    context: int = Field(256, ge=8, le=8192, description="Sequence length in tokens.")
+
+
+class ModelSpec(StrictModel):
+    """A GPT-2-style pre-norm decoder (method §1)."""
+
+    n_layer: int = Field(8, ge=1, le=128)
+    d_model: int = Field(256, ge=8)
+    d_head: int = Field(16, ge=1)
+    d_mlp: int | None = Field(None, ge=1, description="MLP width; 4·d_model when unset.")
+    afrac: float = Field(
+        0.25, gt=0, le=1, description="Fraction of activations AbsTopK keeps at each node site."
+    )
+    attention_sink: bool = False
+    pos_emb: Literal["none", "learned"] = "none"
+    bigram: bool = Field(False, description="Add a dense vocab×vocab bigram table to the logits.")
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> ModelSpec:
+        if self.d_model % self.d_head:
+            raise ValueError(
+                f"d_model ({self.d_model}) must be a multiple of d_head ({self.d_head})"
+            )
+        return self
+
+    @property
+    def mlp_width(self) -> int:
+        return self.d_mlp if self.d_mlp is not None else 4 * self.d_model
+
+
+class TrainSpec(StrictModel):
+    """Next-token pretraining with Adam (method §2)."""
+
+    tokens: Count = Field(2_000_000, gt=0, description="Training tokens, e.g. 2M or 1.5B.")
+    batch_size: int = Field(16, ge=1, description="Sequences per optimizer step.")
+    lr: float = Field(0.01, gt=0, le=10)
+    warmup: float = Field(0.01, ge=0, lt=1, description="Linear warmup, fraction of training.")
+    weight_decay: float = Field(0.1, ge=0)
+    eps: float = Field(0.1, gt=0, description="Adam epsilon (the paper uses a large 0.1).")
+    betas: list[float] = Field([0.9, 0.95], min_length=2, max_length=2)
+    grad_rms_norm: bool = Field(True, description="Divide the gradient by its global RMS.")
+    eval_every: int = Field(100, ge=1, description="Steps between held-out evaluations.")
+    eval_tokens: Count = Field(65536, gt=0, description="Held-out tokens per evaluation.")
+    checkpoint_every: int = Field(200, ge=1, description="Steps between checkpoints.")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    @field_validator("betas")
+    @classmethod
+    def _betas_in_unit_interval(cls, betas: list[float]) -> list[float]:
+        if not all(0 <= beta < 1 for beta in betas):
+            raise ValueError(f"betas must lie in [0, 1), got {betas}")
+        return betas
+
+
+class AnnealSpec(StrictModel):
+    """How the kept fraction goes from 1.0 (dense) to the target over training progress."""
+
+    curve: Literal["linear", "cosine", "exponential", "step", "points"] = "linear"
+    start: float = Field(0.01, ge=0, le=1, description="Progress at which annealing starts.")
+    end: float = Field(0.5, ge=0, le=1, description="Progress at which the target is reached.")
+    n_steps: int = Field(4, ge=1, description="Number of drops for the 'step' curve.")
+    points: list[list[float]] | None = Field(
+        None, description="For curve 'points': [[progress, kept_fraction], ...], piecewise linear."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _points_imply_curve(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "points" in data and "curve" not in data:
+            return {**data, "curve": "points"}
+        return data
+
+    @model_validator(mode="after")
+    def _consistent(self) -> AnnealSpec:
+        if self.curve == "points":
+            if not self.points:
+                raise ValueError("curve 'points' needs a non-empty points list")
+            for point in self.points:
+                if len(point) != 2 or not (0 <= point[0] <= 1 and 0 < point[1] <= 1):
+                    raise ValueError(
+                        f"each point is [progress in 0..1, kept fraction in (0, 1]], got {point}"
+                    )
+            progress = [point[0] for point in self.points]
+            if progress != sorted(progress) or len(set(progress)) != len(progress):
+                raise ValueError("points must have strictly increasing progress")
+        elif self.points is not None:
+            raise ValueError(f"points given but curve is {self.curve!r}; use curve: points")
+        elif self.start >= self.end:
+            raise ValueError(f"anneal start ({self.start}) must be before end ({self.end})")
+        return self
+
+
+class SparsitySpec(StrictModel):
+    """Weight sparsity: the fraction of each tensor kept at the end of training (method §2)."""
+
+    target: float = Field(0.05, gt=0, le=1, description="Kept fraction at the end; 1.0 is dense.")
+    min_per_neuron: int = Field(
+        4, ge=0, description="Never leave a neuron or channel with fewer nonzero weights."
+    )
+    anneal: AnnealSpec = AnnealSpec()
+
+    @property
+    def dense(self) -> bool:
+        return self.target >= 1.0
+
+
+class PruneSpec(StrictModel):
+    """Circuit pruning per task (method §4)."""
+
+    tasks: list[str] = Field(["single_double_quote", "bracket_counting"], min_length=1)
+    loss_threshold: float = Field(0.15, gt=0, description="Target task loss of the circuit.")
+    ablation: Literal["mean", "zero"] = "mean"
+    k_coef: float = Field(1e-4, ge=0, description="Penalty per node left on.")
+    temperature: float = Field(1.0, gt=0, description="Sigmoid temperature of the surrogate.")
+    steps: int = Field(2000, ge=1)
+    lr: float = Field(3e-3, gt=0)
+    batch_size: int = Field(64, ge=1, description="Pairs per pruning step.")
+    train_pairs: int = Field(2048, ge=1)
+    heldout_pairs: int = Field(512, ge=1)
+    mean_tokens: Count = Field(262144, gt=0, description="Tokens for the mean-ablation means.")
+
+    @field_validator("tasks")
+    @classmethod
+    def _unique(cls, tasks: list[str]) -> list[str]:
+        if len(set(tasks)) != len(tasks):
+            raise ValueError("tasks are listed more than once")
+        return tasks
+
+
+class SlurmStage(StrictModel):
+    """SLURM options; any left unset fall back to the recipe-wide slurm block."""
+
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    time: Minutes | None = Field(None, gt=0, description="Wall-time limit, e.g. 4h or 30min.")
+    nodes: int | None = Field(None, ge=1)
+    gpus_per_node: int | None = Field(None, ge=0)
+    cpus_per_task: int | None = Field(None, ge=1)
+    mem: str | None = Field(None, pattern=r"^[0-9]+[KMGT]?$", description="e.g. 64G")
+    constraint: str | None = None
+    array_parallelism: int | None = Field(None, ge=1)
+    setup: list[str] | None = Field(None, description="Shell lines run before each job.")
+    additional: dict[str, str | int] | None = None
+
+
+class SlurmSpec(SlurmStage):
+    stages: dict[Literal["tokenize", "train", "stats", "prune", "ingest"], SlurmStage] = {}
+
+
+class ResourcesSpec(StrictModel):
+    backend: Literal["local", "slurm"] = "local"
+    slurm: SlurmSpec | None = None
+
+
+class Recipe(StrictModel):
+    """One experiment: data, model, training, sparsity, pruning, sweeps and where to run."""
+
+    name: str = Field(pattern=NAME_PATTERN, max_length=64)
+    description: str = ""
+    extends: str | None = Field(None, description="A base recipe, deep-merged under this one.")
+    seed: int = Field(0, ge=0)
+    data: DataSpec = DataSpec()
+    model: ModelSpec = ModelSpec()
+    train: TrainSpec = TrainSpec()
+    sparsity: SparsitySpec = SparsitySpec()
+    prune: PruneSpec = PruneSpec()
+    sweep: dict[str, Any] = Field(
+        {},
+        description="Grid over dotted paths, e.g. {sparsity.target: [1.0, 0.05]}; "
+        "'zip: [{a: [...], b: [...]}]' varies paths together.",
+    )
+    resources: ResourcesSpec = ResourcesSpec()
