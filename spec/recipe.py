@@ -7,9 +7,10 @@ unknown keys are errors, strings are never coerced to numbers, NaN and infinity 
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import difflib
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from spec.units import Count, Minutes
 
@@ -139,10 +140,24 @@ class SparsitySpec(StrictModel):
         return self.target >= 1.0
 
 
+def _known_task(name: str) -> str:
+    # Imported here: the registry lives with the task generators in runtime/ (no torch needed).
+    from runtime.tasks import TASKS
+
+    if name not in TASKS:
+        close = difflib.get_close_matches(name, list(TASKS), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"unknown task {name!r}{hint} (see `xcompile tasks`)")
+    return name
+
+
+TaskName = Annotated[str, AfterValidator(_known_task)]
+
+
 class PruneSpec(StrictModel):
     """Circuit pruning per task (method §4)."""
 
-    tasks: list[str] = Field(["single_double_quote", "bracket_counting"], min_length=1)
+    tasks: list[TaskName] = Field(["single_double_quote", "bracket_counting"], min_length=1)
     loss_threshold: float = Field(0.15, gt=0, description="Target task loss of the circuit.")
     ablation: Literal["mean", "zero"] = "mean"
     k_coef: float = Field(1e-4, ge=0, description="Penalty per node left on.")

@@ -1,0 +1,226 @@
+"""The ``xcompile`` command line: parse, load the recipe, compile, hand off.
+
+Exit codes are decided in ``main`` only: 0 ok, 1 a job failed, 2 bad input, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import click
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from compiler import estimate
+from compiler.plan import STAGES, Plan, compile_plan
+from compiler.sweep import expand
+from compiler.workspace import materialize, reasons
+from spec.errors import Problem, RecipeError
+from spec.loader import load_recipe
+from spec.recipe import Recipe
+
+DEFAULT_WORKSPACE = Path("xcompile-runs")
+
+app = typer.Typer(
+    name="xcompile",
+    help="Compile YAML recipes into weight-sparse transformer training, circuit pruning and a "
+    "DuckDB results store.\n\nStart with: xcompile run recipes/quickstart.yaml",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+    add_completion=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+
+class BadInput(Exception):
+    """Bad arguments, SQL or store state: exit code 2 with this message."""
+
+
+class JobsFailed(Exception):
+    """At least one job failed: exit code 1."""
+
+
+RecipeArg = Annotated[Path, typer.Argument(help="The recipe YAML file.", show_default=False)]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override a field, e.g. --set train.lr=0.02 (repeatable)."),
+]
+WorkspaceOpt = Annotated[
+    Path | None,
+    typer.Option("--workspace", "-w", help="Workspace folder [default: ./xcompile-runs]."),
+]
+
+
+def _load(recipe_path: Path, overrides: list[str] | None) -> tuple[Recipe, Any]:
+    recipe, doc = load_recipe(recipe_path, overrides or [])
+    return recipe, expand(recipe, doc)
+
+
+def _workspace(option: Path | None) -> Path:
+    return (option or DEFAULT_WORKSPACE).resolve()
+
+
+def _compile(recipe_path: Path, overrides: list[str] | None, workspace: Path) -> Plan:
+    recipe, points = _load(recipe_path, overrides)
+    return compile_plan(recipe, points, workspace)
+
+
+@app.command()
+def validate(
+    recipes: Annotated[list[Path], typer.Argument(help="Recipe files.", show_default=False)],
+    set_: SetOpt = None,
+) -> None:
+    """Check recipes (syntax, types, ranges, sweeps, task names) without running anything.
+
+    Example: xcompile validate recipes/*.yaml
+    """
+    problems: list[Problem] = []
+    for path in recipes:
+        try:
+            recipe, points = _load(path, set_)
+        except RecipeError as error:
+            problems.extend(error.problems)
+            continue
+        out.print(f"[green]ok[/] {path}: {recipe.name}, {len(points)} sweep point(s)")
+    if problems:
+        raise RecipeError(problems)
+
+
+@app.command()
+def plan(
+    recipe: RecipeArg,
+    set_: SetOpt = None,
+    workspace: WorkspaceOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
+    limit: Annotated[int, typer.Option(help="Jobs to list individually.")] = 20,
+) -> None:
+    """Show what `run` would do: jobs per stage, cache hits, and why each job (re-)runs.
+
+    Example: xcompile plan recipes/quickstart.yaml --set train.lr=0.02
+    """
+    ws = _workspace(workspace)
+    compiled = _compile(recipe, set_, ws)
+    why = reasons(compiled, ws)
+    flops = sum(estimate.training_flops(p.recipe) for p in compiled.points)
+    train_jobs = compiled.stage("train")
+    if as_json:
+        out.print_json(json.dumps({
+            "recipe": compiled.recipe.name, "recipe_hash": compiled.recipe_hash,
+            "workspace": str(ws), "points": [p.values for p in compiled.points],
+            "train_flops": flops,
+            "jobs": [{"name": j.name, "kind": j.kind, "key": j.key, "deps": list(j.deps),
+                      "labels": list(j.labels), "cached": j.key in compiled.done,
+                      "why": why.get(j.key)} for j in compiled.jobs.values()],
+        }))
+        return
+    table = Table(title=f"plan: {compiled.recipe.name} ({len(compiled.points)} sweep points)")
+    for column in ("stage", "jobs", "cached", "to run"):
+        table.add_column(column, justify="left" if column == "stage" else "right")
+    for kind in STAGES:
+        jobs = compiled.stage(kind)
+        cached = sum(job.key in compiled.done for job in jobs)
+        table.add_row(kind, str(len(jobs)), str(cached), str(len(jobs) - cached))
+    out.print(table)
+    tokens = sum(p.recipe.train.tokens for p in compiled.points)
+    out.print(f"training: {len(train_jobs)} model(s), {_si(tokens, billion='B')} tokens in all, "
+              f"≈ {_si(flops)}FLOP (6·N·D)")
+    pending = [job for job in compiled.pending() if job.kind != "ingest"]
+    if not pending:
+        out.print("[green]everything is cached[/]")
+        return
+    jobs_table = Table("job", "sweep point / task", "why it runs", title="jobs to run")
+    for job in pending[:limit]:
+        label = job.labels[0] + (f" (+{len(job.labels) - 1})" if len(job.labels) > 1 else "")
+        jobs_table.add_row(job.name, label, why[job.key])
+    out.print(jobs_table)
+    if len(pending) > limit:
+        out.print(f"… and {len(pending) - limit} more (--limit N, or --json for all)")
+
+
+def _si(value: float, billion: str = "G") -> str:
+    units = (("E", 1e18), ("P", 1e15), ("T", 1e12), (billion, 1e9), ("M", 1e6), ("K", 1e3))
+    for unit, size in units:
+        if value >= size:
+            return f"{value / size:.3g}{unit}"
+    return f"{value:.3g}"
+
+
+@app.command()
+def run(
+    recipe: RecipeArg,
+    set_: SetOpt = None,
+    workspace: WorkspaceOpt = None,
+    backend: Annotated[
+        str | None, typer.Option(help="local or slurm [default: the recipe's resources.backend].")
+    ] = None,
+) -> None:
+    """Run a recipe: tokenize, train, prune and ingest, skipping everything already done.
+
+    Example: xcompile run recipes/quickstart.yaml --set train.tokens=1M
+    """
+    ws = _workspace(workspace)
+    compiled = _compile(recipe, set_, ws)
+    chosen = backend or compiled.recipe.resources.backend
+    if chosen not in ("local", "slurm"):
+        raise BadInput(f"--backend: unknown backend {chosen!r} (local or slurm)")
+    if chosen == "slurm":
+        raise BadInput("--backend slurm: the SLURM executor is not available yet in this build")
+    pending = compiled.pending()
+    cached = len(compiled.jobs) - len(pending)
+    err.print(f"{compiled.recipe.name}: {len(compiled.jobs)} jobs, {cached} cached, "
+              f"{len(pending)} to run in {ws}")
+    materialize(compiled, ws)
+    from runtime.executors.local import LocalExecutor
+
+    summary = LocalExecutor(ws, err).run(pending)
+    if not summary.ok:
+        raise JobsFailed(f"{len(summary.failed)} job(s) failed, {len(summary.skipped)} skipped "
+                         "because their inputs failed; finished jobs are cached")
+    err.print(f"[green]done[/]: {len(summary.done)} ran, {cached} cached")
+
+
+@app.command()
+def schema(
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Write to a file.")] = None,
+) -> None:
+    """Print the JSON Schema of recipes, for editor completion and validation.
+
+    Example: xcompile schema -o recipe.schema.json
+    """
+    text = json.dumps(Recipe.model_json_schema(), indent=2)
+    if output:
+        output.write_text(text + "\n", encoding="utf-8")
+    else:
+        sys.stdout.write(text + "\n")
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        app(args=argv, standalone_mode=False)
+    except RecipeError as error:
+        err.print(str(error), markup=False, highlight=False)
+        raise SystemExit(2) from None
+    except BadInput as error:
+        err.print(f"error: {error}", markup=False, highlight=False)
+        raise SystemExit(2) from None
+    except JobsFailed as error:
+        err.print(f"error: {error}", markup=False, highlight=False)
+        raise SystemExit(1) from None
+    except click.exceptions.Abort:
+        err.print("interrupted: finished jobs are cached; the running job resumes next time")
+        raise SystemExit(130) from None
+    except click.ClickException as error:
+        error.show()
+        raise SystemExit(error.exit_code) from None
+    except click.exceptions.Exit as error:
+        raise SystemExit(error.exit_code) from None
+
+
+if __name__ == "__main__":
+    main()

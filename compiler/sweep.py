@@ -1,0 +1,150 @@
+"""Expand a recipe's ``sweep`` into points: a grid over dotted paths, plus ``zip`` groups.
+
+```yaml
+sweep:
+  sparsity.target: [1.0, 0.05]          # one axis
+  zip:                                  # paths in one group vary together
+    - {model.d_model: [64, 128], train.lr: [0.02, 0.01]}
+```
+Each point is validated as a full recipe; a problem points at the sweep value that caused it.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from spec.errors import Mark, Problem, RecipeError, format_path
+from spec.loader import Document, problems_from
+from spec.recipe import Recipe
+
+FIXED_FIELDS = ("name", "extends", "sweep", "description")
+MAX_PROBLEMS = 20
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    values: dict[str, Any]  # dotted path → value, in sweep order
+    recipe: Recipe
+
+    @property
+    def label(self) -> str:
+        return ",".join(f"{path}={value}" for path, value in self.values.items()) or "base"
+
+
+@dataclass(frozen=True)
+class _Axis:
+    paths: tuple[str, ...]
+    rows: list[tuple[Any, ...]]  # one tuple of values (one per path) per position on the axis
+    marks: list[dict[str, Mark]]  # per position: the mark of each value
+
+
+def expand(recipe: Recipe, doc: Document) -> list[SweepPoint]:
+    """All sweep points of a validated recipe (one point, the recipe itself, without a sweep)."""
+    if not recipe.sweep:
+        return [SweepPoint({}, recipe)]
+    axes = _axes(recipe.sweep, doc)
+    base = {key: value for key, value in doc.data.items() if key != "sweep"}
+    points: list[SweepPoint] = []
+    problems: dict[str, Problem] = {}
+    for combo in itertools.product(*(range(len(axis.rows)) for axis in axes)):
+        values: dict[str, Any] = {}
+        marks: dict[str, Mark] = {}
+        for axis, position in zip(axes, combo, strict=True):
+            values.update(zip(axis.paths, axis.rows[position], strict=True))
+            marks.update(axis.marks[position])
+        data = _with_values(base, values)
+        try:
+            points.append(SweepPoint(values, Recipe.model_validate(data)))
+        except ValidationError as error:
+            overlay = Document(data, {**doc.marks, **_path_marks(marks)}, doc.key_marks)
+            for problem in problems_from(error, overlay, data):
+                problems.setdefault(str(problem), _name_sweep_path(problem, marks))
+            if len(problems) >= MAX_PROBLEMS:
+                break
+    if problems:
+        raise RecipeError(list(problems.values()))
+    return points
+
+
+def _axes(sweep: dict[str, Any], doc: Document) -> list[_Axis]:
+    problems: list[Problem] = []
+    axes: list[_Axis] = []
+    groups = [(path, {path: values}) for path, values in sweep.items() if path != "zip"]
+    zips = sweep.get("zip", [])
+    if not isinstance(zips, list):
+        problems.append(Problem(doc.mark_of(("sweep", "zip")), "sweep.zip",
+                                "must be a list of groups, e.g. [{a.b: [1, 2], c.d: [3, 4]}]"))
+        zips = []
+    for index, group in enumerate(zips):
+        where = ("sweep", "zip", index)
+        if not isinstance(group, dict) or not group:
+            problems.append(Problem(doc.mark_of(where), format_path(where),
+                                    "a zip group is a mapping of dotted paths to lists"))
+            continue
+        lengths = {len(v) for v in group.values() if isinstance(v, list)}
+        if len(lengths) > 1:
+            problems.append(Problem(doc.mark_of(where), format_path(where),
+                                    f"lists in a zip group must have equal lengths, got {sorted(lengths)}"))
+            continue
+        groups.append((where, group))
+    seen: set[str] = set()
+    for where, group in groups:
+        prefix = where if isinstance(where, tuple) else ("sweep",)
+        for path, values in group.items():
+            at = (*prefix, path)
+            if path.split(".")[0] in FIXED_FIELDS or path in seen:
+                reason = "is swept twice" if path in seen else "cannot be swept"
+                problems.append(Problem(doc.key_marks.get(at, doc.mark_of(at)), format_path(at),
+                                        f"{path!r} {reason}"))
+            elif not isinstance(values, list) or not values:
+                problems.append(Problem(doc.mark_of(at), format_path(at),
+                                        "sweep values must be a non-empty list"))
+            seen.add(path)
+        if problems:
+            continue
+        paths = tuple(group)
+        size = len(next(iter(group.values())))
+        axes.append(_Axis(
+            paths,
+            [tuple(group[path][i] for path in paths) for i in range(size)],
+            [{path: doc.mark_of((*prefix, path, i)) for path in paths} for i in range(size)],
+        ))
+    if problems:
+        raise RecipeError(problems)
+    return axes
+
+
+def _with_values(base: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with each dotted path set; copies only the dicts along the paths."""
+    data = dict(base)
+    for dotted, value in values.items():
+        parts = dotted.split(".")
+        node = data
+        for part in parts[:-1]:
+            child = node.get(part)
+            node[part] = dict(child) if isinstance(child, dict) else {}
+            node = node[part]
+        node[parts[-1]] = value
+    return data
+
+
+def _path_marks(marks: dict[str, Mark]) -> dict[tuple[str | int, ...], Mark]:
+    return {tuple(path.split(".")): mark for path, mark in marks.items()}
+
+
+def _name_sweep_path(problem: Problem, marks: dict[str, Mark]) -> Problem:
+    """Say which sweep path a problem came from; an unknown key there means a bad path."""
+    for path, mark in marks.items():
+        if problem.field == path or problem.field.startswith(path + "."):
+            message = problem.message
+            if message.startswith("unknown key"):
+                message = f"sweep path {path!r} does not exist: {message}"
+            return Problem(mark, f"sweep.{path}", message)
+        if path.startswith(problem.field + ".") and problem.message.startswith("unknown key"):
+            return Problem(mark, f"sweep.{path}",
+                           f"sweep path {path!r} does not exist: {problem.message}")
+    return problem

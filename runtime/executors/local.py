@@ -1,0 +1,179 @@
+"""Run a plan's jobs on this machine, one subprocess at a time, in dependency order.
+
+One at a time because a training job already uses every core. Each job is
+``python -m runtime.job <dir>`` with its output in ``log.txt``; the display follows the job's
+``progress.json``. A failed job gets a ``failed.json`` and its dependents are skipped, the rest
+of the plan goes on. Ctrl-C stops the running job (its checkpoints stay, so it resumes) and
+leaves every finished job cached.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from runtime.io import read_json, write_json_atomic
+from runtime.job import PROGRESS_FILE, RESULTS_FILE
+
+FAILED_FILE = "failed.json"
+LOG_FILE = "log.txt"
+LOG_TAIL_LINES = 20
+POLL_S = 0.25
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+class JobSpec(Protocol):
+    """What an executor needs of a planned job (compiler.plan.Job satisfies it)."""
+
+    key: str
+    kind: str
+    name: str
+    rel_dir: str
+    deps: tuple[str, ...]
+
+
+@dataclass
+class RunSummary:
+    done: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)  # key → reason
+    skipped: list[str] = field(default_factory=list)  # keys whose inputs failed
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed and not self.skipped
+
+
+def job_environment() -> dict[str, str]:
+    """The child's environment: this project importable even when not pip-installed."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
+    return env
+
+
+def log_tail(job_dir: Path, lines: int = LOG_TAIL_LINES) -> str:
+    try:
+        text = (job_dir / LOG_FILE).read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return ""
+    return "\n".join(text.rstrip().splitlines()[-lines:])
+
+
+def record_failure(job_dir: Path, reason: str) -> None:
+    write_json_atomic(job_dir / FAILED_FILE, {"error": reason, "log_tail": log_tail(job_dir),
+                                              "time": time.time()})
+
+
+class LocalExecutor:
+    def __init__(self, workspace: Path, console: Console | None = None) -> None:
+        self.workspace = workspace
+        self.console = console or Console(stderr=True)
+
+    def run(self, jobs: Sequence[JobSpec]) -> RunSummary:
+        """Run ``jobs`` (topologically ordered; deps outside the list count as done)."""
+        summary = RunSummary()
+        blocked: set[str] = set()
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TimeElapsedColumn(), TextColumn("{task.fields[info]}"))
+        with Progress(*columns, console=self.console, transient=False) as progress:
+            overall = progress.add_task("jobs", total=len(jobs), info="")
+            current = progress.add_task("", total=None, info="", visible=False)
+            for job in jobs:
+                if any(dep in blocked for dep in job.deps):
+                    blocked.add(job.key)
+                    summary.skipped.append(job.key)
+                    progress.advance(overall)
+                    continue
+                progress.update(current, description=job.name, total=None, completed=0,
+                                info="starting", visible=True)
+                error = self._run_one(job, lambda info: _show(progress, current, info))
+                if error is None:
+                    summary.done.append(job.key)
+                else:
+                    blocked.add(job.key)
+                    summary.failed[job.key] = error
+                    self._report_failure(job, error)
+                progress.advance(overall)
+            progress.update(current, visible=False)
+        return summary
+
+    def _run_one(self, job: JobSpec, show: Callable[[dict[str, Any]], None]) -> str | None:
+        job_dir = self.workspace / job.rel_dir
+        (job_dir / FAILED_FILE).unlink(missing_ok=True)
+        (job_dir / PROGRESS_FILE).unlink(missing_ok=True)
+        with open(job_dir / LOG_FILE, "ab") as log:
+            child = subprocess.Popen(
+                [sys.executable, "-m", "runtime.job", str(job_dir)], stdout=log,
+                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=job_environment(),
+                start_new_session=True,  # Ctrl-C reaches us; we stop the child deliberately
+            )
+            try:
+                while child.poll() is None:
+                    time.sleep(POLL_S)
+                    if (job_dir / PROGRESS_FILE).is_file():
+                        try:
+                            show(read_json(job_dir / PROGRESS_FILE))
+                        except ValueError:
+                            pass  # a report being replaced; the next poll reads it
+            except KeyboardInterrupt:
+                _stop(child)
+                raise
+        if child.returncode == 0 and (job_dir / RESULTS_FILE).is_file():
+            return None
+        reason = _last_error_line(job_dir) or f"exit code {child.returncode}"
+        record_failure(job_dir, reason)
+        return reason
+
+    def _report_failure(self, job: JobSpec, error: str) -> None:
+        job_dir = self.workspace / job.rel_dir
+        self.console.print(f"[bold red]FAILED[/] {job.name}: {error}")
+        tail = log_tail(job_dir)
+        if tail:
+            self.console.print(f"[dim]--- last lines of {job_dir / LOG_FILE} ---[/]")
+            self.console.print(tail, markup=False, highlight=False)
+        self.console.print(f"re-run by hand: [bold]{(job_dir / 'command').read_text().strip()}[/]")
+
+
+def _stop(child: subprocess.Popen[bytes]) -> None:
+    """Interrupt the job like Ctrl-C would, then insist."""
+    for sig, wait_s in ((signal.SIGINT, 10), (signal.SIGKILL, 5)):
+        try:
+            os.killpg(child.pid, sig)
+            child.wait(timeout=wait_s)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+        except ProcessLookupError:
+            return
+
+
+def _last_error_line(job_dir: Path) -> str:
+    lines = [line for line in log_tail(job_dir, 50).splitlines() if line.strip()]
+    for line in reversed(lines):
+        if "Error" in line or "error" in line:
+            return line.strip()[:300]
+    return lines[-1].strip()[:300] if lines else ""
+
+
+def _show(progress: Progress, task: Any, info: dict[str, Any]) -> None:
+    parts = []
+    if "loss" in info:
+        parts.append(f"loss {info['loss']:.3f}")
+    if "tokens_per_s" in info:
+        parts.append(f"{info['tokens_per_s']:,.0f} tok/s")
+    if "phase" in info:
+        parts.append(str(info["phase"]))
+    total, step = info.get("total_steps"), info.get("step")
+    if isinstance(total, int) and isinstance(step, int):
+        progress.update(task, total=total, completed=step, info="  ".join(parts))
+    else:
+        progress.update(task, info="  ".join(parts))
