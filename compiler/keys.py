@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from json.encoder import encode_basestring as _encode_str  # type: ignore[attr-defined]
 from typing import Any
 
 
@@ -11,11 +12,34 @@ def canonical_json(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def job_key(kind: str, config: dict[str, Any], upstream_keys: list[str], code_version: str) -> str:
-    """sha256 over the job's resolved config, its inputs' keys and the code that runs it."""
-    payload = {"kind": kind, "config": config, "inputs": sorted(upstream_keys),
-               "code": code_version}
-    return hashlib.sha256(canonical_json(payload).encode()).hexdigest()
+class RawJSON(str):
+    """Text that is already canonical JSON, spliced as is by ``compose_json``."""
+
+
+def compose_json(fields: dict[str, Any]) -> str:
+    """A JSON object with keys in the given (fixed, code-defined) order; values that are
+    ``RawJSON`` are spliced, others serialized canonically. Lets a plan serialize each recipe
+    section once and reuse it across tens of thousands of job configs."""
+    return "{" + ",".join(f"{_encode_str(key)}:{_encode(value)}" for key, value in fields.items()) + "}"
+
+
+def _encode(value: Any) -> str:
+    if isinstance(value, RawJSON):
+        return value
+    if isinstance(value, str):
+        return _encode_str(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, dict) and all(isinstance(key, str) for key in value):
+        return compose_json(dict(sorted(value.items())))
+    return canonical_json(value)
+
+
+def job_key(kind: str, config_json: str, upstream_keys: list[str], code_version: str) -> str:
+    """sha256 over the job's resolved config (as canonical JSON), its inputs' keys and the
+    version of the code that runs it."""
+    payload = "\n".join([kind, code_version, ",".join(sorted(upstream_keys)), config_json])
+    return hashlib.sha256(payload.encode()).hexdigest()
 
 
 def diff_configs(old: Any, new: Any, path: str = "") -> list[str]:

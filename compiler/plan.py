@@ -8,13 +8,14 @@ differ only in pruning settings share their training job, and so on. A job whose
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from compiler.code_version import code_version
-from compiler.keys import canonical_json, job_key
+from compiler.keys import RawJSON, canonical_json, compose_json, job_key
 from compiler.sweep import SweepPoint
 from runtime.job import RESULTS_FILE
 from runtime.tasks import all_candidates
@@ -24,13 +25,13 @@ STAGES = ("tokenize", "train", "stats", "prune", "ingest")
 JOBS_DIR = "jobs"
 
 
-@dataclass(frozen=True)
+@dataclass
 class Job:
     kind: str
     key: str
-    config: dict[str, Any]  # the resolved config written to config.json (without meta)
+    config_json: str  # the resolved config (without key and meta), canonical JSON
     deps: tuple[str, ...]  # keys of the jobs this one reads
-    labels: tuple[str, ...]  # the sweep points (and tasks) that need this job
+    labels: list[str] = field(default_factory=list)  # sweep points (and tasks) needing it
 
     @property
     def name(self) -> str:
@@ -39,6 +40,11 @@ class Job:
     @property
     def rel_dir(self) -> str:
         return f"{JOBS_DIR}/{self.name}"
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The config written to config.json; parsed on demand, as most jobs never need it."""
+        return {**json.loads(self.config_json), "key": self.key}
 
 
 @dataclass
@@ -59,53 +65,48 @@ class Plan:
 class _Builder:
     def __init__(self, plan: Plan) -> None:
         self.plan = plan
-        self._labels: dict[str, list[str]] = {}
+        self._labelled: set[tuple[str, str]] = set()
 
-    def add(self, kind: str, body: dict[str, Any], deps: list[Job], label: str) -> Job:
+    def add(self, kind: str, body: dict[str, RawJSON | Any], deps: list[Job], label: str) -> Job:
         # ingest reads every job folder; the others read one job of each upstream kind
         inputs = {} if kind == "ingest" else {dep.kind: dep.rel_dir for dep in deps}
-        config = {"kind": kind, **body, "inputs": inputs}
-        key = job_key(kind, config, [dep.key for dep in deps], code_version(kind))
-        if key not in self.plan.jobs:
-            self._labels[key] = []
-            self.plan.jobs[key] = Job(kind, key, {**config, "key": key},
-                                      tuple(dep.key for dep in deps), ())
-        if label not in self._labels[key]:
-            self._labels[key].append(label)
-        return self.plan.jobs[key]
-
-    def finish(self) -> None:
-        for key, job in self.plan.jobs.items():
-            self.plan.jobs[key] = Job(job.kind, job.key, job.config, job.deps,
-                                      tuple(self._labels[key]))
+        config_json = compose_json({"kind": kind, **body, "inputs": inputs})
+        key = job_key(kind, config_json, [dep.key for dep in deps], code_version(kind))
+        job = self.plan.jobs.get(key)
+        if job is None:
+            job = self.plan.jobs[key] = Job(kind, key, config_json, tuple(d.key for d in deps))
+        if (key, label) not in self._labelled:
+            self._labelled.add((key, label))
+            job.labels.append(label)
+        return job
 
 
 def compile_plan(recipe: Recipe, points: list[SweepPoint], workspace: Path) -> Plan:
     """Build the job DAG for every sweep point and mark what the workspace already holds."""
-    recipe_json = recipe.model_dump(mode="json")
-    plan = Plan(recipe, hashlib.sha256(canonical_json(recipe_json).encode()).hexdigest()[:12],
-                points)
+    recipe_hash = hashlib.sha256(recipe.model_dump_json().encode()).hexdigest()[:12]
+    plan = Plan(recipe, recipe_hash, points)
     builder = _Builder(plan)
-    required_tokens = all_candidates()
+    required_tokens = RawJSON(canonical_json(all_candidates()))
     for point in points:
+        # Sections are serialized once per point by pydantic (fast, in field order, which the
+        # code version pins) and spliced into each job's config.
         spec = point.recipe
-        data = spec.data.model_dump(mode="json")
+        data = RawJSON(spec.data.model_dump_json())
         tokenize = builder.add("tokenize", {"data": data, "required_tokens": required_tokens},
                                [], point.label)
         train = builder.add("train", {
             "seed": spec.seed, "data": data,
-            "model": spec.model.model_dump(mode="json"),
-            "train": spec.train.model_dump(mode="json"),
-            "sparsity": spec.sparsity.model_dump(mode="json"),
+            "model": RawJSON(spec.model.model_dump_json()),
+            "train": RawJSON(spec.train.model_dump_json()),
+            "sparsity": RawJSON(spec.sparsity.model_dump_json()),
         }, [tokenize], point.label)
-        prune = spec.prune.model_dump(mode="json", exclude={"tasks", "mean_tokens"})
+        prune = RawJSON(spec.prune.model_dump_json(exclude={"tasks", "mean_tokens"}))
         stats = builder.add("stats", {"seed": spec.seed, "mean_tokens": spec.prune.mean_tokens},
                             [tokenize, train], point.label)
         for task in spec.prune.tasks:
             builder.add("prune", {"seed": spec.seed, "task": task, "prune": prune},
                         [tokenize, train, stats], f"{point.label}/{task}")
     builder.add("ingest", {"recipe": recipe.name}, list(plan.jobs.values()), "all")
-    builder.finish()
     plan.done = _complete_jobs(workspace, plan)
     return plan
 

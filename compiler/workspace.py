@@ -114,9 +114,13 @@ def _changed(config: dict[str, Any], kind: str, old_keys: set[str], workspace: P
         strip = ("key", "meta")
         changes = diff_configs({k: v for k, v in old.items() if k not in strip},
                                {k: v for k, v in config.items() if k not in strip})
-        changes = [c for c in changes if not c.startswith("inputs.")] or changes
+        upstream = sorted({c.split(":")[0].removeprefix("inputs.") for c in changes
+                           if c.startswith("inputs.")})
+        changes = [c for c in changes if not c.startswith("inputs.")]
         if old_code != code_version(kind):
             changes.append(f"code of the {kind} job changed")
         if changes:
             return "changed: " + "; ".join(changes[:4]) + (" …" if len(changes) > 4 else "")
+        if upstream:
+            return f"upstream changed: {', '.join(upstream)}"
     return "new"
