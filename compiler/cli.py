@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any
 
-import click
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -44,6 +43,10 @@ class BadInput(Exception):
 
 class JobsFailed(Exception):
     """At least one job failed: exit code 1."""
+
+
+class Interrupted(Exception):
+    """Ctrl-C during a run: exit code 130."""
 
 
 RecipeArg = Annotated[Path, typer.Argument(help="The recipe YAML file.", show_default=False)]
@@ -178,7 +181,10 @@ def run(
     materialize(compiled, ws)
     from runtime.executors.local import LocalExecutor
 
-    summary = LocalExecutor(ws, err).run(pending)
+    try:
+        summary = LocalExecutor(ws, err).run(pending)
+    except KeyboardInterrupt:
+        raise Interrupted from None
     if not summary.ok:
         raise JobsFailed(f"{len(summary.failed)} job(s) failed, {len(summary.skipped)} skipped "
                          "because their inputs failed; finished jobs are cached")
@@ -201,25 +207,21 @@ def schema(
 
 
 def main(argv: list[str] | None = None) -> None:
+    # Usage errors are click's (exit 2); ours are mapped here, the one place exit codes live.
     try:
-        app(args=argv, standalone_mode=False)
-    except RecipeError as error:
-        err.print(str(error), markup=False, highlight=False)
-        raise SystemExit(2) from None
-    except BadInput as error:
-        err.print(f"error: {error}", markup=False, highlight=False)
-        raise SystemExit(2) from None
+        app(args=argv)
+    except (RecipeError, BadInput) as error:
+        _fail(str(error) if isinstance(error, RecipeError) else f"error: {error}", 2)
     except JobsFailed as error:
-        err.print(f"error: {error}", markup=False, highlight=False)
-        raise SystemExit(1) from None
-    except click.exceptions.Abort:
-        err.print("interrupted: finished jobs are cached; the running job resumes next time")
-        raise SystemExit(130) from None
-    except click.ClickException as error:
-        error.show()
-        raise SystemExit(error.exit_code) from None
-    except click.exceptions.Exit as error:
-        raise SystemExit(error.exit_code) from None
+        _fail(f"error: {error}", 1)
+    except Interrupted:
+        _fail("interrupted: finished jobs are cached; the running job resumes next time", 130)
+
+
+def _fail(message: str, code: int) -> None:
+    # Plain text, not rich: long file paths must not be wrapped or marked up.
+    sys.stderr.write(message.rstrip() + "\n")
+    raise SystemExit(code)
 
 
 if __name__ == "__main__":

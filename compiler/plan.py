@@ -7,6 +7,7 @@ differ only in pruning settings share their training job, and so on. A job whose
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -17,6 +18,7 @@ from typing import Any
 from compiler.code_version import code_version
 from compiler.keys import RawJSON, canonical_json, compose_json, job_key
 from compiler.sweep import SweepPoint
+from runtime.corpus import corpus_fingerprint
 from runtime.job import RESULTS_FILE
 from runtime.tasks import all_candidates
 from spec.recipe import Recipe
@@ -87,13 +89,16 @@ def compile_plan(recipe: Recipe, points: list[SweepPoint], workspace: Path) -> P
     plan = Plan(recipe, recipe_hash, points)
     builder = _Builder(plan)
     required_tokens = RawJSON(canonical_json(all_candidates()))
+    fingerprint = functools.cache(corpus_fingerprint)
     for point in points:
         # Sections are serialized once per point by pydantic (fast, in field order, which the
         # code version pins) and spliced into each job's config.
         spec = point.recipe
         data = RawJSON(spec.data.model_dump_json())
-        tokenize = builder.add("tokenize", {"data": data, "required_tokens": required_tokens},
-                               [], point.label)
+        tokenize = builder.add("tokenize", {
+            "data": data, "required_tokens": required_tokens,
+            "corpus_version": fingerprint(spec.data.corpus),
+        }, [], point.label)
         train = builder.add("train", {
             "seed": spec.seed, "data": data,
             "model": RawJSON(spec.model.model_dump_json()),
@@ -118,5 +123,6 @@ def _complete_jobs(workspace: Path, plan: Plan) -> set[str]:
         present = {entry.name for entry in os.scandir(jobs_dir) if entry.is_dir()}
     except FileNotFoundError:
         return set()
-    return {key for key, job in plan.jobs.items()
-            if job.name in present and (jobs_dir / job.name / RESULTS_FILE).is_file()}
+    # ingest is idempotent and cheap, and must see jobs that finish later: it never counts as done
+    return {key for key, job in plan.jobs.items() if job.kind != "ingest"
+            and job.name in present and (jobs_dir / job.name / RESULTS_FILE).is_file()}

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from runtime.io import read_json, write_json_atomic
 
-JOB_KINDS = ("tokenize", "train", "stats", "prune")
+JOB_KINDS = ("tokenize", "train", "stats", "prune", "ingest")
 RESULTS_FILE = "results.json"
 PROGRESS_FILE = "progress.json"
 

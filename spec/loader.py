@@ -241,9 +241,22 @@ def load_document(path: str | Path, overrides: list[str] | tuple[str, ...] = ())
         _relabel(doc, path)
         for override in overrides:
             apply_override(doc, override)
+        _anchor_corpus_path(doc)
     except _Fatal as fatal:
         raise RecipeError([fatal.problem]) from None
     return doc
+
+
+def _anchor_corpus_path(doc: Document) -> None:
+    """A relative corpus path is relative to the recipe file that names it (like ``extends``),
+    so the job finds it wherever it runs; from ``--set`` it is relative to the current folder."""
+    data = doc.data.get("data")
+    corpus = data.get("corpus") if isinstance(data, dict) else None
+    if not isinstance(corpus, str) or corpus in ("stdlib", "synthetic") or Path(corpus).is_absolute():
+        return
+    source = doc.mark_of(("data", "corpus")).source
+    base = Path.cwd() if source.startswith("--set") else Path(source).resolve().parent
+    data["corpus"] = str(base / corpus)
 
 
 def _relabel(doc: Document, path: Path) -> None:

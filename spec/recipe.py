@@ -36,6 +36,15 @@ class DataSpec(StrictModel):
     vocab_size: int = Field(2048, ge=260, le=65535, description="BPE vocabulary size.")
     context: int = Field(256, ge=8, le=8192, description="Sequence length in tokens.")
 
+    @field_validator("corpus")
+    @classmethod
+    def _corpus_exists(cls, corpus: str) -> str:
+        from runtime.corpus import corpus_exists  # the runtime knows the corpus kinds
+
+        if not corpus_exists(corpus):
+            raise ValueError(f"corpus path not found: {corpus}")
+        return corpus
+
 
 class ModelSpec(StrictModel):
     """A GPT-2-style pre-norm decoder (method §1)."""

@@ -60,6 +60,7 @@ def test_valid_recipe_fills_defaults(tmp_path: Path) -> None:
         ("- name: x\n", "r.yaml:1:1: top level must be a mapping"),
         ("name: !!python/object/apply:os.system [echo hi]\n", "r.yaml:1:7: name: tag"),
         ("name: Bad Name\n", "r.yaml:1:7: name: String should match pattern"),
+        ("name: x\ndata: {corpus: no/such/dir}\n", "r.yaml:2:16: data.corpus: corpus path not found"),
     ],
 )
 def test_problem_is_reported_with_position(tmp_path: Path, text: str, expected: str) -> None:
