@@ -5,8 +5,10 @@ Exit codes are decided in ``main`` only: 0 ok, 1 a job failed, 2 bad input, 130 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -113,14 +115,29 @@ def plan(
     flops = sum(estimate.training_flops(p.recipe) for p in compiled.points)
     train_jobs = compiled.stage("train")
     if as_json:
-        out.print_json(json.dumps({
-            "recipe": compiled.recipe.name, "recipe_hash": compiled.recipe_hash,
-            "workspace": str(ws), "points": [p.values for p in compiled.points],
-            "train_flops": flops,
-            "jobs": [{"name": j.name, "kind": j.kind, "key": j.key, "deps": list(j.deps),
-                      "labels": list(j.labels), "cached": j.key in compiled.done,
-                      "why": why.get(j.key)} for j in compiled.jobs.values()],
-        }))
+        out.print_json(
+            json.dumps(
+                {
+                    "recipe": compiled.recipe.name,
+                    "recipe_hash": compiled.recipe_hash,
+                    "workspace": str(ws),
+                    "points": [p.values for p in compiled.points],
+                    "train_flops": flops,
+                    "jobs": [
+                        {
+                            "name": j.name,
+                            "kind": j.kind,
+                            "key": j.key,
+                            "deps": list(j.deps),
+                            "labels": list(j.labels),
+                            "cached": j.key in compiled.done,
+                            "why": why.get(j.key),
+                        }
+                        for j in compiled.jobs.values()
+                    ],
+                }
+            )
+        )
         return
     table = Table(title=f"plan: {compiled.recipe.name} ({len(compiled.points)} sweep points)")
     for column in ("stage", "jobs", "cached", "to run"):
@@ -131,8 +148,10 @@ def plan(
         table.add_row(kind, str(len(jobs)), str(cached), str(len(jobs) - cached))
     out.print(table)
     tokens = sum(p.recipe.train.tokens for p in compiled.points)
-    out.print(f"training: {len(train_jobs)} model(s), {_si(tokens, billion='B')} tokens in all, "
-              f"≈ {_si(flops)}FLOP (6·N·D)")
+    out.print(
+        f"training: {len(train_jobs)} model(s), {_si(tokens, billion='B')} tokens in all, "
+        f"≈ {_si(flops)}FLOP (6·N·D)"
+    )
     pending = [job for job in compiled.pending() if job.kind != "ingest"]
     if not pending:
         out.print("[green]everything is cached[/]")
@@ -176,8 +195,10 @@ def run(
         raise BadInput("--backend slurm: the SLURM executor is not available yet in this build")
     pending = compiled.pending()
     cached = len(compiled.jobs) - len(pending)
-    err.print(f"{compiled.recipe.name}: {len(compiled.jobs)} jobs, {cached} cached, "
-              f"{len(pending)} to run in {ws}")
+    err.print(
+        f"{compiled.recipe.name}: {len(compiled.jobs)} jobs, {cached} cached, "
+        f"{len(pending)} to run in {ws}"
+    )
     materialize(compiled, ws)
     from runtime.executors.local import LocalExecutor
 
@@ -186,9 +207,149 @@ def run(
     except KeyboardInterrupt:
         raise Interrupted from None
     if not summary.ok:
-        raise JobsFailed(f"{len(summary.failed)} job(s) failed, {len(summary.skipped)} skipped "
-                         "because their inputs failed; finished jobs are cached")
+        raise JobsFailed(
+            f"{len(summary.failed)} job(s) failed, {len(summary.skipped)} skipped "
+            "because their inputs failed; finished jobs are cached"
+        )
     err.print(f"[green]done[/]: {len(summary.done)} ran, {cached} cached")
+
+
+@contextlib.contextmanager
+def _store_errors() -> Iterator[None]:
+    """Store and query problems are bad input (exit 2), with DuckDB's message, no traceback."""
+    from results.query import QueryError
+    from results.store import StoreError
+
+    try:
+        yield
+    except QueryError as error:
+        raise BadInput(error.detail) from None
+    except StoreError as error:
+        raise BadInput(str(error)) from None
+
+
+@app.command()
+def query(
+    sql: Annotated[str, typer.Argument(help="SQL over the store (read-only).", show_default=False)],
+    workspace: WorkspaceOpt = None,
+    fmt: Annotated[
+        str, typer.Option("--format", "-f", help="table, csv, json or parquet.")
+    ] = "table",
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Write to a file.")] = None,
+) -> None:
+    """Query the results store with SQL. Tables: runs, train_metrics, circuits, circuit_nodes,
+    jobs; view: frontier. The store is opened read-only: statements that would change it fail.
+
+    Example: xcompile query "select task, n_edges, achieved_loss from circuits" --format csv
+    """
+    from results.query import run_query
+
+    if fmt == "parquet" and output is None:
+        raise BadInput("--format parquet needs -o FILE")
+    with _store_errors():
+        result = run_query(_workspace(workspace), sql, fmt, output if fmt == "parquet" else None)
+    if fmt == "parquet":
+        err.print(f"wrote {output}")
+    elif output is not None:
+        output.write_text(str(result), encoding="utf-8")
+    else:
+        sys.stdout.write(str(result).rstrip("\n") + "\n")
+
+
+@app.command()
+def frontier(
+    workspace: WorkspaceOpt = None,
+    output: Annotated[Path, typer.Option("-o", "--output", help="PNG file.")] = Path(
+        "frontier.png"
+    ),
+) -> None:
+    """Plot pretraining loss against circuit size (geometric mean of edges over tasks), with
+    the Pareto front; dense and sparse runs distinguished.
+
+    Example: xcompile frontier -o frontier.png
+    """
+    from results.plots import plot_frontier
+
+    with _store_errors():
+        path = plot_frontier(_workspace(workspace), output)
+    err.print(f"wrote {path}")
+
+
+@app.command()
+def report(
+    workspace: WorkspaceOpt = None,
+    output: Annotated[Path, typer.Option("-o", "--output", help="HTML file.")] = Path(
+        "report.html"
+    ),
+) -> None:
+    """Write one self-contained HTML page: the frontier, runs, training curves and a diagram
+    of every circuit.
+
+    Example: xcompile report -o report.html
+    """
+    from results.report import render_report
+
+    with _store_errors():
+        path = render_report(_workspace(workspace), output)
+    err.print(f"wrote {path}")
+
+
+@app.command()
+def show(
+    key: Annotated[
+        str, typer.Argument(help="A job key or folder-name prefix.", show_default=False)
+    ],
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """Show one job: resolved config, state, results, log tail and the command to re-run it.
+
+    Example: xcompile show train-3f2a
+    """
+    from results.show import show_job
+
+    with _store_errors():
+        sys.stdout.write(show_job(_workspace(workspace), key).rstrip("\n") + "\n")
+
+
+@app.command()
+def ingest(workspace: WorkspaceOpt = None) -> None:
+    """Load finished job folders into the store (idempotent; `run` does this at its end).
+
+    Example: xcompile ingest -w xcompile-runs
+    """
+    from results.ingest import ingest as ingest_workspace
+
+    with _store_errors():
+        err.print(str(ingest_workspace(_workspace(workspace))))
+
+
+@app.command()
+def tasks(
+    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+) -> None:
+    """List the task suite: each task's answers and one example minimal pair.
+
+    Example: xcompile tasks
+    """
+    from runtime.tasks import describe_tasks
+
+    rows = describe_tasks()
+    if as_json:
+        out.print_json(json.dumps(rows))
+        return
+    table = Table("task", "answers", "example: end of each prompt → answer", show_lines=True)
+    for row in rows:
+        example = row["example"]
+        lines = [
+            f"…{prompt[-40:]!r} → {answer!r}"
+            for prompt, answer in zip(example["prompts"], example["answers"], strict=True)
+        ]
+        table.add_row(
+            f"[bold]{row['name']}[/]\n{row['description']}",
+            " / ".join(repr(c) for c in row["candidates"]),
+            "\n".join(lines),
+        )
+    out.print(table)
 
 
 @app.command()

@@ -12,13 +12,27 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 KIND_SOURCES: dict[str, tuple[str, ...]] = {
-    "tokenize": ("runtime/corpus.py", "runtime/tokenizer.py", "runtime/tokens.py",
-                 "runtime/jobs/tokenize.py"),
-    "train": ("runtime/model.py", "runtime/sparsity.py", "runtime/train.py",
-              "runtime/checkpoint.py", "runtime/jobs/train.py"),
+    "tokenize": (
+        "runtime/corpus.py",
+        "runtime/tokenizer.py",
+        "runtime/tokens.py",
+        "runtime/jobs/tokenize.py",
+    ),
+    "train": (
+        "runtime/model.py",
+        "runtime/sparsity.py",
+        "runtime/train.py",
+        "runtime/checkpoint.py",
+        "runtime/jobs/train.py",
+    ),
     "stats": ("runtime/model.py", "runtime/ablation.py", "runtime/jobs/stats.py"),
-    "prune": ("runtime/model.py", "runtime/prune.py", "runtime/circuit.py", "runtime/tasks/*.py",
-              "runtime/jobs/prune.py"),
+    "prune": (
+        "runtime/model.py",
+        "runtime/prune.py",
+        "runtime/circuit.py",
+        "runtime/tasks/*.py",
+        "runtime/jobs/prune.py",
+    ),
     "ingest": ("results/*.py",),
 }
 

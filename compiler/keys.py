@@ -20,7 +20,11 @@ def compose_json(fields: dict[str, Any]) -> str:
     """A JSON object with keys in the given (fixed, code-defined) order; values that are
     ``RawJSON`` are spliced, others serialized canonically. Lets a plan serialize each recipe
     section once and reuse it across tens of thousands of job configs."""
-    return "{" + ",".join(f"{_encode_str(key)}:{_encode(value)}" for key, value in fields.items()) + "}"
+    return (
+        "{"
+        + ",".join(f"{_encode_str(key)}:{_encode(value)}" for key, value in fields.items())
+        + "}"
+    )
 
 
 def _encode(value: Any) -> str:

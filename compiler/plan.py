@@ -95,22 +95,42 @@ def compile_plan(recipe: Recipe, points: list[SweepPoint], workspace: Path) -> P
         # code version pins) and spliced into each job's config.
         spec = point.recipe
         data = RawJSON(spec.data.model_dump_json())
-        tokenize = builder.add("tokenize", {
-            "data": data, "required_tokens": required_tokens,
-            "corpus_version": fingerprint(spec.data.corpus),
-        }, [], point.label)
-        train = builder.add("train", {
-            "seed": spec.seed, "data": data,
-            "model": RawJSON(spec.model.model_dump_json()),
-            "train": RawJSON(spec.train.model_dump_json()),
-            "sparsity": RawJSON(spec.sparsity.model_dump_json()),
-        }, [tokenize], point.label)
+        tokenize = builder.add(
+            "tokenize",
+            {
+                "data": data,
+                "required_tokens": required_tokens,
+                "corpus_version": fingerprint(spec.data.corpus),
+            },
+            [],
+            point.label,
+        )
+        train = builder.add(
+            "train",
+            {
+                "seed": spec.seed,
+                "data": data,
+                "model": RawJSON(spec.model.model_dump_json()),
+                "train": RawJSON(spec.train.model_dump_json()),
+                "sparsity": RawJSON(spec.sparsity.model_dump_json()),
+            },
+            [tokenize],
+            point.label,
+        )
         prune = RawJSON(spec.prune.model_dump_json(exclude={"tasks", "mean_tokens"}))
-        stats = builder.add("stats", {"seed": spec.seed, "mean_tokens": spec.prune.mean_tokens},
-                            [tokenize, train], point.label)
+        stats = builder.add(
+            "stats",
+            {"seed": spec.seed, "mean_tokens": spec.prune.mean_tokens},
+            [tokenize, train],
+            point.label,
+        )
         for task in spec.prune.tasks:
-            builder.add("prune", {"seed": spec.seed, "task": task, "prune": prune},
-                        [tokenize, train, stats], f"{point.label}/{task}")
+            builder.add(
+                "prune",
+                {"seed": spec.seed, "task": task, "prune": prune},
+                [tokenize, train, stats],
+                f"{point.label}/{task}",
+            )
     builder.add("ingest", {"recipe": recipe.name}, list(plan.jobs.values()), "all")
     plan.done = _complete_jobs(workspace, plan)
     return plan
@@ -124,5 +144,10 @@ def _complete_jobs(workspace: Path, plan: Plan) -> set[str]:
     except FileNotFoundError:
         return set()
     # ingest is idempotent and cheap, and must see jobs that finish later: it never counts as done
-    return {key for key, job in plan.jobs.items() if job.kind != "ingest"
-            and job.name in present and (jobs_dir / job.name / RESULTS_FILE).is_file()}
+    return {
+        key
+        for key, job in plan.jobs.items()
+        if job.kind != "ingest"
+        and job.name in present
+        and (jobs_dir / job.name / RESULTS_FILE).is_file()
+    }

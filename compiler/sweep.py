@@ -76,19 +76,34 @@ def _axes(sweep: dict[str, Any], doc: Document) -> list[_Axis]:
     groups = [(path, {path: values}) for path, values in sweep.items() if path != "zip"]
     zips = sweep.get("zip", [])
     if not isinstance(zips, list):
-        problems.append(Problem(doc.mark_of(("sweep", "zip")), "sweep.zip",
-                                "must be a list of groups, e.g. [{a.b: [1, 2], c.d: [3, 4]}]"))
+        problems.append(
+            Problem(
+                doc.mark_of(("sweep", "zip")),
+                "sweep.zip",
+                "must be a list of groups, e.g. [{a.b: [1, 2], c.d: [3, 4]}]",
+            )
+        )
         zips = []
     for index, group in enumerate(zips):
         where = ("sweep", "zip", index)
         if not isinstance(group, dict) or not group:
-            problems.append(Problem(doc.mark_of(where), format_path(where),
-                                    "a zip group is a mapping of dotted paths to lists"))
+            problems.append(
+                Problem(
+                    doc.mark_of(where),
+                    format_path(where),
+                    "a zip group is a mapping of dotted paths to lists",
+                )
+            )
             continue
         lengths = {len(v) for v in group.values() if isinstance(v, list)}
         if len(lengths) > 1:
-            problems.append(Problem(doc.mark_of(where), format_path(where),
-                                    f"lists in a zip group must have equal lengths, got {sorted(lengths)}"))
+            problems.append(
+                Problem(
+                    doc.mark_of(where),
+                    format_path(where),
+                    f"lists in a zip group must have equal lengths, got {sorted(lengths)}",
+                )
+            )
             continue
         groups.append((where, group))
     seen: set[str] = set()
@@ -98,21 +113,31 @@ def _axes(sweep: dict[str, Any], doc: Document) -> list[_Axis]:
             at = (*prefix, path)
             if path.split(".")[0] in FIXED_FIELDS or path in seen:
                 reason = "is swept twice" if path in seen else "cannot be swept"
-                problems.append(Problem(doc.key_marks.get(at, doc.mark_of(at)), format_path(at),
-                                        f"{path!r} {reason}"))
+                problems.append(
+                    Problem(
+                        doc.key_marks.get(at, doc.mark_of(at)),
+                        format_path(at),
+                        f"{path!r} {reason}",
+                    )
+                )
             elif not isinstance(values, list) or not values:
-                problems.append(Problem(doc.mark_of(at), format_path(at),
-                                        "sweep values must be a non-empty list"))
+                problems.append(
+                    Problem(
+                        doc.mark_of(at), format_path(at), "sweep values must be a non-empty list"
+                    )
+                )
             seen.add(path)
         if problems:
             continue
         paths = tuple(group)
         size = len(next(iter(group.values())))
-        axes.append(_Axis(
-            paths,
-            [tuple(group[path][i] for path in paths) for i in range(size)],
-            [{path: doc.mark_of((*prefix, path, i)) for path in paths} for i in range(size)],
-        ))
+        axes.append(
+            _Axis(
+                paths,
+                [tuple(group[path][i] for path in paths) for i in range(size)],
+                [{path: doc.mark_of((*prefix, path, i)) for path in paths} for i in range(size)],
+            )
+        )
     if problems:
         raise RecipeError(problems)
     return axes
@@ -145,6 +170,7 @@ def _name_sweep_path(problem: Problem, marks: dict[str, Mark]) -> Problem:
                 message = f"sweep path {path!r} does not exist: {message}"
             return Problem(mark, f"sweep.{path}", message)
         if path.startswith(problem.field + ".") and problem.message.startswith("unknown key"):
-            return Problem(mark, f"sweep.{path}",
-                           f"sweep path {path!r} does not exist: {problem.message}")
+            return Problem(
+                mark, f"sweep.{path}", f"sweep path {path!r} does not exist: {problem.message}"
+            )
     return problem

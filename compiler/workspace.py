@@ -35,10 +35,23 @@ def job_command(job_dir: Path) -> str:
 def git_state() -> tuple[str | None, bool | None]:
     """The commit of the code that compiled the plan, and whether its tree was dirty."""
     try:
-        commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], check=True,
-                                capture_output=True, text=True, timeout=5).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain"], check=True,
-                               capture_output=True, text=True, timeout=5).stdout.strip() != ""
+        commit = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "HEAD"],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
+        dirty = (
+            subprocess.run(
+                ["git", "-C", str(ROOT), "status", "--porcelain"],
+                check=True,
+                capture_output=True,
+                text=True,
+                timeout=5,
+            ).stdout.strip()
+            != ""
+        )
     except (OSError, subprocess.SubprocessError):
         return None, None
     return commit, dirty
@@ -58,20 +71,31 @@ def materialize(plan: Plan, workspace: Path) -> None:
     """Write every pending job's folder (config.json with provenance, command), the resolved
     recipe and the plan record. Finished folders are left exactly as they are."""
     commit, dirty = git_state()
-    provenance = {"recipe": plan.recipe.name, "recipe_hash": plan.recipe_hash,
-                  "git_commit": commit, "git_dirty": dirty, "package_versions": package_versions()}
+    provenance = {
+        "recipe": plan.recipe.name,
+        "recipe_hash": plan.recipe_hash,
+        "git_commit": commit,
+        "git_dirty": dirty,
+        "package_versions": package_versions(),
+    }
     points = {point.label: point.values for point in plan.points}
     for job in plan.pending():
         job_dir = workspace / job.rel_dir
         label = job.labels[0].split("/")[0]
-        meta = {**provenance, "sweep_point": points.get(label, {}), "labels": list(job.labels),
-                "code_version": code_version(job.kind)}
+        meta = {
+            **provenance,
+            "sweep_point": points.get(label, {}),
+            "labels": list(job.labels),
+            "code_version": code_version(job.kind),
+        }
         write_json_atomic(job_dir / "config.json", {**job.config, "meta": meta})
         command = job_command(job_dir) + "\n"
         write_atomic(job_dir / "command", lambda handle, text=command: handle.write(text.encode()))
     recipe_yaml = yaml.safe_dump(plan.recipe.model_dump(mode="json"), sort_keys=False)
-    write_atomic(workspace / "recipes" / f"{plan.recipe.name}-{plan.recipe_hash}.yaml",
-                 lambda handle: handle.write(recipe_yaml.encode()))
+    write_atomic(
+        workspace / "recipes" / f"{plan.recipe.name}-{plan.recipe_hash}.yaml",
+        lambda handle: handle.write(recipe_yaml.encode()),
+    )
     record = {f"{job.kind} {label}": job.key for job in plan.jobs.values() for label in job.labels}
     write_json_atomic(workspace / "plans" / f"{plan.recipe.name}.json", record)
 
@@ -93,8 +117,11 @@ def reasons(plan: Plan, workspace: Path) -> dict[str, str]:
         if (job_dir / "config.json").is_file():
             why[job.key] = "started before but not finished" + _resume_hint(job_dir)
             continue
-        old_keys = {previous[f"{job.kind} {label}"] for label in job.labels
-                    if f"{job.kind} {label}" in previous}
+        old_keys = {
+            previous[f"{job.kind} {label}"]
+            for label in job.labels
+            if f"{job.kind} {label}" in previous
+        }
         why[job.key] = _changed(job.config, job.kind, old_keys, workspace)
     return why
 
@@ -112,10 +139,13 @@ def _changed(config: dict[str, Any], kind: str, old_keys: set[str], workspace: P
         old = json.loads(old_path.read_text(encoding="utf-8"))
         old_code = old.get("meta", {}).get("code_version")
         strip = ("key", "meta")
-        changes = diff_configs({k: v for k, v in old.items() if k not in strip},
-                               {k: v for k, v in config.items() if k not in strip})
-        upstream = sorted({c.split(":")[0].removeprefix("inputs.") for c in changes
-                           if c.startswith("inputs.")})
+        changes = diff_configs(
+            {k: v for k, v in old.items() if k not in strip},
+            {k: v for k, v in config.items() if k not in strip},
+        )
+        upstream = sorted(
+            {c.split(":")[0].removeprefix("inputs.") for c in changes if c.startswith("inputs.")}
+        )
         changes = [c for c in changes if not c.startswith("inputs.")]
         if old_code != code_version(kind):
             changes.append(f"code of the {kind} job changed")

@@ -53,8 +53,13 @@ def run_job(job_dir: Path) -> dict[str, Any]:
     module: JobKind = importlib.import_module(f"runtime.jobs.{kind}")  # type: ignore[assignment]
     started = time.time()
     results = module.run(config, job_dir, job_dir.parent.parent, Progress(job_dir))
-    results = {"kind": kind, "key": config["key"], "started_at": started,
-               "finished_at": time.time(), **results}
+    results = {
+        "kind": kind,
+        "key": config["key"],
+        "started_at": started,
+        "finished_at": time.time(),
+        **results,
+    }
     write_json_atomic(job_dir / RESULTS_FILE, results)
     return results
 

@@ -71,8 +71,11 @@ class _Builder:
     def build(self, node: yaml.Node, path: Path_) -> Any:
         self.budget -= 1
         if self.budget < 0:
-            raise _Fatal(self.mark(node), format_path(path),
-                         f"too many values (over {MAX_NODES}) after expanding aliases; refused")
+            raise _Fatal(
+                self.mark(node),
+                format_path(path),
+                f"too many values (over {MAX_NODES}) after expanding aliases; refused",
+            )
         self.doc.marks[path] = self.mark(node)
         if isinstance(node, yaml.MappingNode):
             return self.build_mapping(node, path)
@@ -83,8 +86,11 @@ class _Builder:
         try:
             return self.loader.construct_object(node)
         except yaml.constructor.ConstructorError as error:
-            raise _Fatal(self.mark(node), format_path(path),
-                         f"tag {node.tag!r} is not allowed (only plain YAML values)") from error
+            raise _Fatal(
+                self.mark(node),
+                format_path(path),
+                f"tag {node.tag!r} is not allowed (only plain YAML values)",
+            ) from error
 
     def build_mapping(self, node: yaml.MappingNode, path: Path_) -> dict[str, Any]:
         if node.tag != _MAP:
@@ -93,21 +99,32 @@ class _Builder:
         merged: dict[str, Any] = {}
         for key_node, value_node in node.value:
             if key_node.tag == _MERGE:  # YAML merge key `<<: *base`: explicit keys win
-                sources = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+                sources = (
+                    value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+                )
                 for source in sources:
                     if not isinstance(source, yaml.MappingNode):
                         raise _Fatal(self.mark(source), format_path(path), "<< needs a mapping")
-                    merged.update({k: v for k, v in self.build_mapping(source, path).items()
-                                   if k not in merged})
+                    merged.update(
+                        {
+                            k: v
+                            for k, v in self.build_mapping(source, path).items()
+                            if k not in merged
+                        }
+                    )
                 continue
             key = self.build(key_node, (*path, "<key>"))
             if not isinstance(key, str):
-                raise _Fatal(self.mark(key_node), format_path(path),
-                             f"keys must be strings, got {key!r}")
+                raise _Fatal(
+                    self.mark(key_node), format_path(path), f"keys must be strings, got {key!r}"
+                )
             if key in result:
-                raise _Fatal(self.mark(key_node), format_path((*path, key)),
-                             f"duplicate key {key!r} (first at line "
-                             f"{self.doc.key_marks[(*path, key)].line})")
+                raise _Fatal(
+                    self.mark(key_node),
+                    format_path((*path, key)),
+                    f"duplicate key {key!r} (first at line "
+                    f"{self.doc.key_marks[(*path, key)].line})",
+                )
             self.doc.key_marks[(*path, key)] = self.mark(key_node)
             result[key] = self.build(value_node, (*path, key))
         self.doc.marks.pop((*path, "<key>"), None)
@@ -128,8 +145,9 @@ def _decode(path: Path, raw: bytes) -> str:
         before = raw[: error.start]
         line = before.count(b"\n") + 1
         column = error.start - (before.rfind(b"\n") + 1) + 1
-        raise _Fatal(Mark(str(path), line, column), "",
-                     f"file is not UTF-8 (byte 0x{raw[error.start]:02x})") from error
+        raise _Fatal(
+            Mark(str(path), line, column), "", f"file is not UTF-8 (byte 0x{raw[error.start]:02x})"
+        ) from error
 
 
 def parse_yaml(text: str, source: str, base_path: Path_ = ()) -> tuple[Any, Document]:
@@ -252,7 +270,11 @@ def _anchor_corpus_path(doc: Document) -> None:
     so the job finds it wherever it runs; from ``--set`` it is relative to the current folder."""
     data = doc.data.get("data")
     corpus = data.get("corpus") if isinstance(data, dict) else None
-    if not isinstance(corpus, str) or corpus in ("stdlib", "synthetic") or Path(corpus).is_absolute():
+    if (
+        not isinstance(corpus, str)
+        or corpus in ("stdlib", "synthetic")
+        or Path(corpus).is_absolute()
+    ):
         return
     source = doc.mark_of(("data", "corpus")).source
     base = Path.cwd() if source.startswith("--set") else Path(source).resolve().parent
@@ -346,7 +368,9 @@ def _short(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> tuple[Recipe, Document]:
+def load_recipe(
+    path: str | Path, overrides: list[str] | tuple[str, ...] = ()
+) -> tuple[Recipe, Document]:
     """The validated recipe and its marked document (for sweep errors and provenance)."""
     doc = load_document(path, overrides)
     return validate(doc), doc

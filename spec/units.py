@@ -15,7 +15,14 @@ _COUNT_SUFFIX = {"": 1, "k": 10**3, "m": 10**6, "b": 10**9, "g": 10**9, "t": 10*
 _COUNT_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]*)?(?:e[0-9]+)?)\s*([kmbgt]?)\s*$", re.IGNORECASE)
 
 _DURATION_UNITS = {
-    "s": 1 / 60, "sec": 1 / 60, "min": 1, "m": 1, "h": 60, "hr": 60, "d": 24 * 60, "day": 24 * 60,
+    "s": 1 / 60,
+    "sec": 1 / 60,
+    "min": 1,
+    "m": 1,
+    "h": 60,
+    "hr": 60,
+    "d": 24 * 60,
+    "day": 24 * 60,
 }
 _DURATION_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]*)?)\s*([a-z]+)\s*$", re.IGNORECASE)
 _CLOCK_RE = re.compile(r"^\s*(?:(\d+)-)?(\d+):(\d{2}):(\d{2})\s*$")
@@ -32,7 +39,9 @@ def parse_count(value: object) -> object:
         return int(value)
     match = _COUNT_RE.match(value)
     if not match:
-        raise ValueError(f"bad count {value!r}: use a number with an optional K/M/B suffix, e.g. 20M")
+        raise ValueError(
+            f"bad count {value!r}: use a number with an optional K/M/B suffix, e.g. 20M"
+        )
     number = float(match.group(1)) * _COUNT_SUFFIX[match.group(2).lower()]
     if number != int(number):
         raise ValueError(f"bad count {value!r}: not a whole number")

@@ -69,8 +69,9 @@ def log_tail(job_dir: Path, lines: int = LOG_TAIL_LINES) -> str:
 
 
 def record_failure(job_dir: Path, reason: str) -> None:
-    write_json_atomic(job_dir / FAILED_FILE, {"error": reason, "log_tail": log_tail(job_dir),
-                                              "time": time.time()})
+    write_json_atomic(
+        job_dir / FAILED_FILE, {"error": reason, "log_tail": log_tail(job_dir), "time": time.time()}
+    )
 
 
 class LocalExecutor:
@@ -82,8 +83,13 @@ class LocalExecutor:
         """Run ``jobs`` (topologically ordered; deps outside the list count as done)."""
         summary = RunSummary()
         blocked: set[str] = set()
-        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TimeElapsedColumn(), TextColumn("{task.fields[info]}"))
+        columns = (
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[info]}"),
+        )
         with Progress(*columns, console=self.console, transient=False) as progress:
             overall = progress.add_task("jobs", total=len(jobs), info="")
             current = progress.add_task("", total=None, info="", visible=False)
@@ -93,8 +99,14 @@ class LocalExecutor:
                     summary.skipped.append(job.key)
                     progress.advance(overall)
                     continue
-                progress.update(current, description=job.name, total=None, completed=0,
-                                info="starting", visible=True)
+                progress.update(
+                    current,
+                    description=job.name,
+                    total=None,
+                    completed=0,
+                    info="starting",
+                    visible=True,
+                )
                 error = self._run_one(job, lambda info: _show(progress, current, info))
                 if error is None:
                     summary.done.append(job.key)
@@ -112,18 +124,18 @@ class LocalExecutor:
         (job_dir / PROGRESS_FILE).unlink(missing_ok=True)
         with open(job_dir / LOG_FILE, "ab") as log:
             child = subprocess.Popen(
-                [sys.executable, "-m", "runtime.job", str(job_dir)], stdout=log,
-                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=job_environment(),
+                [sys.executable, "-m", "runtime.job", str(job_dir)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=job_environment(),
                 start_new_session=True,  # Ctrl-C reaches us; we stop the child deliberately
             )
             try:
                 while child.poll() is None:
                     time.sleep(POLL_S)
-                    if (job_dir / PROGRESS_FILE).is_file():
-                        try:
-                            show(read_json(job_dir / PROGRESS_FILE))
-                        except ValueError:
-                            pass  # a report being replaced; the next poll reads it
+                    if (job_dir / PROGRESS_FILE).is_file():  # replaced atomically: never torn
+                        show(read_json(job_dir / PROGRESS_FILE))
             except KeyboardInterrupt:
                 _stop(child)
                 raise

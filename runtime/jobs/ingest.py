@@ -12,7 +12,9 @@ from results.ingest import ingest
 from runtime.job import Progress
 
 
-def run(config: dict[str, Any], job_dir: Path, workspace: Path, progress: Progress) -> dict[str, Any]:
+def run(
+    config: dict[str, Any], job_dir: Path, workspace: Path, progress: Progress
+) -> dict[str, Any]:
     progress({"phase": "ingesting"}, force=True)
     summary = ingest(workspace)
     return {"summary": str(summary)}

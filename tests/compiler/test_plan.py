@@ -33,8 +33,10 @@ def test_identical_work_is_shared(tmp_path: Path) -> None:
     # 4 points, but k_coef only changes pruning: 1 tokenizer, 2 models, 2 stats, 2·2·2 prunes
     assert counts == {"tokenize": 1, "train": 2, "stats": 2, "prune": 8}
     train = plan.stage("train")[0]
-    assert set(train.labels) == {"sparsity.target=1.0,prune.k_coef=0.0001",
-                                 "sparsity.target=1.0,prune.k_coef=0.001"}
+    assert set(train.labels) == {
+        "sparsity.target=1.0,prune.k_coef=0.0001",
+        "sparsity.target=1.0,prune.k_coef=0.001",
+    }
 
 
 def test_every_dependency_comes_first(tmp_path: Path) -> None:
@@ -76,9 +78,12 @@ def test_done_jobs_are_cache_hits_and_reasons_explain_reruns(tmp_path: Path) -> 
     assert train_reasons == {"changed: train.lr: 0.01 → 0.02"}
     assert why[changed.stage("prune")[0].key] == "upstream changed: stats, train"
     assert reasons(replanned, workspace)[replanned.stage("prune")[0].key] == (
-        "started before but not finished")
+        "started before but not finished"
+    )
 
 
 def test_diff_configs_names_fields() -> None:
     assert diff_configs({"a": {"b": 1, "c": 2}}, {"a": {"b": 1, "c": 3, "d": 4}}) == [
-        "a.c: 2 → 3", "a.d: added (4)"]
+        "a.c: 2 → 3",
+        "a.d: added (4)",
+    ]

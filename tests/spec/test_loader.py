@@ -43,24 +43,37 @@ def test_valid_recipe_fills_defaults(tmp_path: Path) -> None:
         ("name: x\ntrain: {batch_size: many}\n", "r.yaml:2:21: train.batch_size: Input should be"),
         ("name: x\nmodel: {afrac: 1.5}\n", "r.yaml:2:16: model.afrac: Input should be less than"),
         ("name: x\ntrain: {lr: .inf}\n", "r.yaml:2:13: train.lr: Input should be a finite number"),
-        ("name: x\nmodel: {d_modle: 64}\n", "r.yaml:2:9: model.d_modle: unknown key 'd_modle'; "
-                                            "did you mean 'd_model'?"),
+        (
+            "name: x\nmodel: {d_modle: 64}\n",
+            "r.yaml:2:9: model.d_modle: unknown key 'd_modle'; did you mean 'd_model'?",
+        ),
         ("seed: 1\n", "r.yaml:1:1: name: required field is missing"),
         ("name: x\nmodel: {d_model: 60}\n", "r.yaml:2:8: model: d_model (60) must be a multiple"),
-        ("name: x\nsparsity: {anneal: {start: 0.5, end: 0.2}}\n",
-         "r.yaml:2:20: sparsity.anneal: anneal start (0.5) must be before end (0.2)"),
-        ("name: x\nprune: {tasks: [single_double_quote, brackets]}\n",
-         "r.yaml:2:38: prune.tasks[1]: unknown task 'brackets'"),
-        ("name: x\nresources: {backend: kubernetes}\n",
-         "r.yaml:2:22: resources.backend: Input should be 'local' or 'slurm'"),
+        (
+            "name: x\nsparsity: {anneal: {start: 0.5, end: 0.2}}\n",
+            "r.yaml:2:20: sparsity.anneal: anneal start (0.5) must be before end (0.2)",
+        ),
+        (
+            "name: x\nprune: {tasks: [single_double_quote, brackets]}\n",
+            "r.yaml:2:38: prune.tasks[1]: unknown task 'brackets'",
+        ),
+        (
+            "name: x\nresources: {backend: kubernetes}\n",
+            "r.yaml:2:22: resources.backend: Input should be 'local' or 'slurm'",
+        ),
         ("name: x\ntrain: {tokens: 20Q}\n", "r.yaml:2:17: train.tokens: bad count '20Q'"),
-        ("name: x\nresources: {slurm: {time: 3 weeks}}\n",
-         "r.yaml:2:27: resources.slurm.time: bad duration '3 weeks'"),
+        (
+            "name: x\nresources: {slurm: {time: 3 weeks}}\n",
+            "r.yaml:2:27: resources.slurm.time: bad duration '3 weeks'",
+        ),
         ("", "r.yaml:1:1: file is empty"),
         ("- name: x\n", "r.yaml:1:1: top level must be a mapping"),
         ("name: !!python/object/apply:os.system [echo hi]\n", "r.yaml:1:7: name: tag"),
         ("name: Bad Name\n", "r.yaml:1:7: name: String should match pattern"),
-        ("name: x\ndata: {corpus: no/such/dir}\n", "r.yaml:2:16: data.corpus: corpus path not found"),
+        (
+            "name: x\ndata: {corpus: no/such/dir}\n",
+            "r.yaml:2:16: data.corpus: corpus path not found",
+        ),
     ],
 )
 def test_problem_is_reported_with_position(tmp_path: Path, text: str, expected: str) -> None:
@@ -69,13 +82,19 @@ def test_problem_is_reported_with_position(tmp_path: Path, text: str, expected: 
 
 
 def test_all_problems_reported_at_once(tmp_path: Path) -> None:
-    reported = problems(write(tmp_path, """
+    reported = problems(
+        write(
+            tmp_path,
+            """
         name: x
         train: {lr: -1, batch_size: 0}
         model: {n_layr: 2}
-    """))
+    """,
+        )
+    )
     assert [line.split(": ")[0:2] for line in reported] == [
-        ["r.yaml:2:13", "train.lr"], ["r.yaml:2:29", "train.batch_size"],
+        ["r.yaml:2:13", "train.lr"],
+        ["r.yaml:2:29", "train.batch_size"],
         ["r.yaml:3:9", "model.n_layr"],
     ]
 
@@ -83,8 +102,9 @@ def test_all_problems_reported_at_once(tmp_path: Path) -> None:
 def test_non_utf8_names_the_line(tmp_path: Path) -> None:
     path = tmp_path / "r.yaml"
     path.write_bytes(b"name: x\ndescription: caf\xe9\n")
-    assert problems(path) == ["r.yaml:2:17: file is not UTF-8 (byte 0xe9)"] or \
-        problems(path)[0].endswith("file is not UTF-8 (byte 0xe9)")
+    assert problems(path) == ["r.yaml:2:17: file is not UTF-8 (byte 0xe9)"] or problems(path)[
+        0
+    ].endswith("file is not UTF-8 (byte 0xe9)")
 
 
 def test_alias_bomb_is_refused_fast_with_bounded_memory(tmp_path: Path) -> None:
@@ -125,46 +145,60 @@ def test_set_overrides_apply_and_bad_ones_name_the_override(tmp_path: Path) -> N
     recipe, _ = load_recipe(path, ("train.lr=0.02", "model.bigram=true"))
     assert recipe.train.lr == 0.02 and recipe.model.bigram is True
     assert problems(path, ("train.lr=fast",)) == [
-        "--set train.lr=fast: train.lr: Input should be a valid number (got 'fast')"]
+        "--set train.lr=fast: train.lr: Input should be a valid number (got 'fast')"
+    ]
     assert problems(path, ("train.lr",))[0].startswith("--set train.lr: expected --set")
     assert problems(path, ("model.d_modle=64",))[0].startswith(
-        "--set model.d_modle=64: model.d_modle: unknown key 'd_modle'; did you mean 'd_model'?")
+        "--set model.d_modle=64: model.d_modle: unknown key 'd_modle'; did you mean 'd_model'?"
+    )
 
 
 def test_sweep_bad_path_and_bad_value_point_at_the_sweep(tmp_path: Path) -> None:
-    path = write(tmp_path, """
+    path = write(
+        tmp_path,
+        """
         name: x
         sweep:
           sparsity.targt: [1.0, 0.1]
-    """)
+    """,
+    )
     assert problems(path)[0].startswith(
-        "r.yaml:3:20: sweep.sparsity.targt: sweep path 'sparsity.targt' does not exist")
-    path = write(tmp_path, """
+        "r.yaml:3:20: sweep.sparsity.targt: sweep path 'sparsity.targt' does not exist"
+    )
+    path = write(
+        tmp_path,
+        """
         name: x
         sweep:
           model.d_model: [64, wide]
           zip:
             - {train.lr: [0.1, 0.2], train.batch_size: [8]}
-    """)
+    """,
+    )
     reported = problems(path)
     assert reported == [
-        "r.yaml:5:7: sweep.zip[0]: lists in a zip group must have equal lengths, got [1, 2]"]
+        "r.yaml:5:7: sweep.zip[0]: lists in a zip group must have equal lengths, got [1, 2]"
+    ]
     path = write(tmp_path, "name: x\nsweep:\n  model.d_model: [64, wide]\n")
     assert problems(path) == [
-        "r.yaml:3:23: sweep.model.d_model: Input should be a valid integer (got 'wide')"]
+        "r.yaml:3:23: sweep.model.d_model: Input should be a valid integer (got 'wide')"
+    ]
 
 
 def test_sweep_grid_and_zip_expand(tmp_path: Path) -> None:
-    path = write(tmp_path, """
+    path = write(
+        tmp_path,
+        """
         name: x
         sweep:
           sparsity.target: [1.0, 0.1, 0.01]
           zip:
             - {model.d_model: [64, 128], train.lr: [0.02, 0.01]}
-    """)
+    """,
+    )
     recipe, doc = load_recipe(path)
     points = expand(recipe, doc)
     assert len(points) == 6
-    assert {(p.recipe.sparsity.target, p.recipe.model.d_model, p.recipe.train.lr)
-            for p in points} == {(t, d, lr) for t in (1.0, 0.1, 0.01)
-                                 for d, lr in ((64, 0.02), (128, 0.01))}
+    assert {
+        (p.recipe.sparsity.target, p.recipe.model.d_model, p.recipe.train.lr) for p in points
+    } == {(t, d, lr) for t in (1.0, 0.1, 0.01) for d, lr in ((64, 0.02), (128, 0.01))}

@@ -1,0 +1,119 @@
+"""Training-step time of weight-sparse vs dense training at the same shape, measured in one run.
+
+The sparse step is the dense step plus the top-k projection of every sparse tensor (method §2),
+so the ratio is the projection's overhead; the goal is ≤ 1.10. Sparse steps run at the default
+target (kept 5%, min 4 per neuron), i.e. the steady state after annealing. On CUDA the script
+also reports tokens/s and MFU for a paper-shape model (8 layers, context 256, bf16 autocast).
+
+    OMP_NUM_THREADS=1 python bench/train_step.py   # d_model 256, 4 layers, context 256, batch 4
+    python bench/train_step.py --repeats 5 --steps 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+from runtime.model import GPTConfig, SparseGPT, sparse_parameters
+from runtime.sparsity import project_tensors_
+from runtime.train import describe_device, make_optimizer, pick_device, train_step
+from spec.recipe import SparsitySpec, TrainSpec
+
+# Dense bf16 tensor-core peaks (FLOP/s) for MFU; other cards get no MFU.
+PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12}
+
+
+def flops_per_token(cfg: GPTConfig) -> float:
+    """Training FLOPs per token (PaLM appendix B, as nanoGPT): 6 per matmul weight plus attention
+    scores and values, 12·n_layer·d_model·context. Embedding lookups are not matmuls."""
+    per_layer = 4 * cfg.d_model**2 + 2 * cfg.d_model * cfg.d_mlp
+    matmul_weights = cfg.n_layer * per_layer + cfg.d_model * cfg.vocab_size
+    return 6 * matmul_weights + 12 * cfg.n_layer * cfg.d_model * cfg.context
+
+
+def seconds_per_step(
+    cfg: GPTConfig, batch_size: int, device: torch.device, steps: int, repeats: int
+) -> dict[str, float]:
+    """Median seconds per dense step (kept 1.0), sparse step (target) and projection alone,
+    interleaved in blocks so drift in machine load hits all alike."""
+    torch.manual_seed(0)
+    model = SparseGPT(cfg).to(device)
+    train_spec = TrainSpec(batch_size=batch_size)
+    sparsity = SparsitySpec()
+    optimizer = make_optimizer(model, train_spec)
+    sparse = sparse_parameters(model)
+    x, y = (torch.randint(cfg.vocab_size, (batch_size, cfg.context), device=device)
+            for _ in range(2))
+
+    def step(kept: float) -> None:
+        train_step(model, optimizer, sparse, x, y, kept, train_spec, sparsity.min_per_neuron)
+
+    def project() -> None:
+        project_tensors_((p for _, p in sparse), sparsity.target, sparsity.min_per_neuron)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)  # train_step syncs itself through the loss
+
+    modes = {"dense": lambda: step(1.0), "sparse": lambda: step(sparsity.target),
+             "projection": project}
+
+    # On a shared CPU, wall time mostly measures the neighbours; process CPU time measures the
+    # work (run with OMP_NUM_THREADS=1 so it also excludes threads spinning while they wait).
+    clock = time.perf_counter if device.type == "cuda" else time.process_time
+
+    def block(run: Callable[[], None], n: int) -> float:
+        start = clock()
+        for _ in range(n):
+            run()
+        return (clock() - start) / n
+
+    for run in modes.values():
+        block(run, 2)  # warm up the allocator, the kernels and the optimizer state
+    samples: dict[str, list[float]] = {mode: [] for mode in modes}
+    for _ in range(repeats):
+        for mode, run in modes.items():
+            samples[mode].append(block(run, steps))
+    return {mode: statistics.median(times) for mode, times in samples.items()}
+
+
+def report(name: str, cfg: GPTConfig, batch_size: int, device: torch.device, steps: int,
+           repeats: int) -> None:
+    times = seconds_per_step(cfg, batch_size, device, steps, repeats)
+    tokens = batch_size * cfg.context
+    peak = next((flops for card, flops in PEAK_BF16.items()
+                 if device.type == "cuda" and card in torch.cuda.get_device_name(device)), None)
+    print(f"\n{name}: n_layer {cfg.n_layer}, d_model {cfg.d_model}, context {cfg.context}, "
+          f"vocab {cfg.vocab_size}, batch {batch_size} on {describe_device(device)}")
+    clock = "wall" if device.type == "cuda" else "process CPU"
+    print(f"{'mode':<8}{'ms/step':>10}{'tokens/s':>12}{'MFU':>8}   ({clock} time)")
+    for mode in ("dense", "sparse"):
+        seconds = times[mode]
+        mfu = f"{flops_per_token(cfg) * tokens / seconds / peak:.1%}" if peak else "-"
+        print(f"{mode:<8}{seconds * 1e3:>10.1f}{tokens / seconds:>12,.0f}{mfu:>8}")
+    print(f"sparse / dense step time (measured):  {times['sparse'] / times['dense']:.3f}")
+    print(f"projection alone: {times['projection'] * 1e3:.1f} ms = "
+          f"{times['projection'] / times['dense']:.1%} of a dense step")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=3, help="steps per timed block")
+    parser.add_argument("--repeats", type=int, default=3, help="timed blocks per mode")
+    args = parser.parse_args()
+    device = pick_device(args.device)
+    small = GPTConfig(vocab_size=2048, context=256, n_layer=4, d_model=256, d_head=16,
+                      d_mlp=1024)
+    report("bench shape", small, args.batch_size, device, args.steps, args.repeats)
+    if device.type == "cuda":
+        paper = GPTConfig(vocab_size=2048, context=256, n_layer=8, d_model=1024, d_head=16,
+                          d_mlp=4096)
+        report("paper shape", paper, 32, device, args.steps * 3, args.repeats)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,182 @@
+"""Read job folders (``<workspace>/jobs/<kind>-<key12>/``) as docs/jobs.md defines them.
+
+Shared by ingest (which loads complete folders into the store) and show (which prints one).
+A folder's state comes from the files the runtime and executors write:
+
+- ``results.json`` (written last, atomically) → ``done``; unreadable → ``invalid``
+- ``failed.json`` ``{error, traceback_tail}`` (the executor's failure record), or a Python
+  traceback at the end of ``log.txt`` → ``failed``
+- otherwise → ``pending`` (queued, running, or never started)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from results.store import StoreError
+
+JOBS_DIR = "jobs"
+CONFIG_FILE = "config.json"
+RESULTS_FILE = "results.json"
+FAILED_FILE = "failed.json"
+LOG_FILE = "log.txt"
+COMMAND_FILE = "command"
+CIRCUIT_FILE = "circuit.json"
+TRACEBACK_MARK = "Traceback (most recent call last)"
+LOG_TAIL_BYTES = 16_384
+
+
+@dataclass
+class JobFolder:
+    path: Path
+    config: dict[str, Any]
+    state: str
+    results: dict[str, Any] | None = None
+    failed: dict[str, Any] | None = None
+    error: str | None = None
+    raw: dict[str, bytes] = field(default_factory=dict, repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def kind(self) -> str:
+        return str(self.config.get("kind") or self.name.split("-", 1)[0])
+
+    @property
+    def key(self) -> str:
+        return str(self.config.get("key") or self.name)
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        meta = self.config.get("meta")
+        return meta if isinstance(meta, dict) else {}
+
+    def fingerprint(self) -> str:
+        """What the folder's ingested content depends on. ``results.json`` is written last and
+        carries ``finished_at``, so a re-run job (new metrics, new circuit) changes it too."""
+        digest = hashlib.sha256()
+        for name in (CONFIG_FILE, RESULTS_FILE, CIRCUIT_FILE):
+            digest.update(name.encode() + b"\0" + self.raw.get(name, b"") + b"\0")
+        return digest.hexdigest()
+
+
+class UnreadableJob(Exception):
+    """A folder without a readable config.json: not a job we can name."""
+
+
+def _read_json(path: Path) -> tuple[dict[str, Any], bytes]:
+    data = path.read_bytes()
+    obj = json.loads(data)
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path.name} is not a JSON object")
+    return obj, data
+
+
+def log_tail(path: Path, n_lines: int = 20) -> str:
+    log = path / LOG_FILE
+    if not log.is_file():
+        return ""
+    with log.open("rb") as handle:
+        size = handle.seek(0, 2)
+        handle.seek(max(0, size - LOG_TAIL_BYTES))
+        text = handle.read().decode("utf-8", errors="replace")
+    return "\n".join(text.splitlines()[-n_lines:])
+
+
+def _failure_from_log(path: Path) -> str | None:
+    tail = log_tail(path, n_lines=200)
+    if TRACEBACK_MARK not in tail:
+        return None
+    lines = [line for line in tail.splitlines() if line.strip()]
+    return lines[-1].strip() if lines else "traceback in log"
+
+
+def read_job(path: Path) -> JobFolder:
+    """Read one folder; raise ``UnreadableJob`` if its config is missing or broken."""
+    try:
+        config, config_raw = _read_json(path / CONFIG_FILE)
+    except (OSError, ValueError) as error:
+        raise UnreadableJob(f"{path.name}: unreadable {CONFIG_FILE}: {error}") from error
+    job = JobFolder(path=path, config=config, state="pending", raw={CONFIG_FILE: config_raw})
+    if (path / RESULTS_FILE).exists():
+        try:
+            job.results, job.raw[RESULTS_FILE] = _read_json(path / RESULTS_FILE)
+            job.state = "done"
+        except (OSError, ValueError) as error:
+            # Cannot happen with the runtime's atomic write; a hand-edited or torn copy can.
+            job.state, job.error = "invalid", f"unreadable {RESULTS_FILE}: {error}"
+        if (path / CIRCUIT_FILE).exists():
+            job.raw[CIRCUIT_FILE] = (path / CIRCUIT_FILE).read_bytes()
+        return job
+    if (path / FAILED_FILE).exists():
+        try:
+            job.failed, _ = _read_json(path / FAILED_FILE)
+            job.error = str(job.failed.get("error") or "failed")
+        except (OSError, ValueError):
+            job.error = f"unreadable {FAILED_FILE}"
+        job.state = "failed"
+    elif (error := _failure_from_log(path)) is not None:
+        job.state, job.error = "failed", error
+    return job
+
+
+def parse_site(site: str) -> tuple[str, int | None]:
+    """``l3.mlp_neuron`` → (``mlp_neuron``, 3); ``final_in`` → (``final_in``, None)."""
+    head, _, kind = site.partition(".")
+    if kind and head[:1] == "l" and head[1:].isdigit():
+        return kind, int(head[1:])
+    return site, None
+
+
+def circuit_nodes(raw: bytes) -> list[dict[str, Any]]:
+    """The kept nodes of a ``circuit.json`` as ``{site, index, kind, layer}`` dicts.
+
+    runtime/circuit.py writes a list of such dicts; a list of ``{site, index}`` or a mapping
+    ``{site: [index, …]}`` is accepted too, with kind and layer derived from the site."""
+    nodes = json.loads(raw).get("nodes") or []
+    if isinstance(nodes, dict):
+        nodes = [{"site": site, "index": i} for site, indices in nodes.items() for i in indices]
+    result = []
+    for node in nodes:
+        kind, layer = parse_site(str(node["site"]))
+        result.append({"site": str(node["site"]), "index": int(node["index"]),
+                       "kind": node.get("kind", kind), "layer": node.get("layer", layer)})
+    return result
+
+
+def job_dirs(workspace: Path) -> list[Path]:
+    root = Path(workspace) / JOBS_DIR
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def find_job(workspace: Path, prefix: str) -> Path:
+    """The one job folder whose name or full key starts with ``prefix``."""
+    prefix = prefix.strip()
+    if not prefix:
+        raise StoreError("give a job key or folder name (a prefix is enough)")
+    matches = []
+    for path in job_dirs(workspace):
+        key = path.name.split("-", 1)[-1]
+        if path.name.startswith(prefix) or key.startswith(prefix):
+            matches.append(path)
+        elif len(prefix) > len(key):
+            # A longer prefix than key12 can still match the full key in config.json.
+            try:
+                if str(read_job(path).config.get("key", "")).startswith(prefix):
+                    matches.append(path)
+            except UnreadableJob:
+                pass
+    if not matches:
+        raise StoreError(f"no job matches {prefix!r} in {Path(workspace) / JOBS_DIR}")
+    if len(matches) > 1:
+        names = ", ".join(p.name for p in matches[:5]) + (" …" if len(matches) > 5 else "")
+        raise StoreError(f"{prefix!r} is ambiguous: {len(matches)} jobs match ({names})")
+    return matches[0]

@@ -1,0 +1,174 @@
+"""Figures from the store: the interpretability-vs-loss frontier and training curves (PNG).
+
+The frontier follows method §5: pretraining loss (capability) against the geometric mean of
+circuit edges over tasks (interpretability), edges on a log axis; lower-left is better.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: plots are files, never windows
+
+import matplotlib.pyplot as plt
+from matplotlib.colors import LogNorm, Normalize
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+from results.query import fetch
+from results.store import StoreError
+
+LABEL_ALL_UP_TO = 30  # with more points, label only the Pareto ones
+CURVE_POINTS = 500  # per run: a million metric rows need not become a million line vertices
+CMAP = "viridis"
+
+
+def frontier_rows(workspace: Path, protocol: str | None = None) -> tuple[str, list[dict[str, Any]]]:
+    """Rows of one protocol of the frontier view: the one given, else the one with most runs."""
+    if protocol is None:
+        counts = fetch(workspace, "SELECT protocol, count(*) AS n FROM frontier "
+                                  "GROUP BY protocol ORDER BY n DESC, protocol LIMIT 1")
+        if counts.num_rows == 0:
+            raise StoreError("the frontier is empty: no run has a found circuit yet")
+        protocol = counts["protocol"][0].as_py()
+    rows = fetch(workspace, "SELECT * FROM frontier WHERE protocol = ? "
+                            "ORDER BY geomean_edges, heldout_loss", [protocol]).to_pylist()
+    if not rows:
+        raise StoreError(f"no frontier rows for protocol {protocol!r}")
+    return protocol, rows
+
+
+def _target_norm(targets: list[float]) -> Normalize:
+    low, high = min(targets), max(targets)
+    if low <= 0 or low == high:
+        return Normalize(vmin=low - 1e-9, vmax=high + 1e-9)
+    return LogNorm(vmin=low, vmax=high)
+
+
+def frontier_figure(protocol: str, rows: list[dict[str, Any]]) -> Figure:
+    fig, ax = plt.subplots(figsize=(8, 5.5), layout="constrained")
+    # A zero-edge circuit cannot sit on a log axis; it is drawn at 1 edge (and says so).
+    edges = [max(r["geomean_edges"], 1.0) for r in rows]
+    loss = [r["heldout_loss"] for r in rows]
+    targets = [r["sparsity_target"] for r in rows]
+    norm = _target_norm(targets)
+    for dense, marker in ((True, "s"), (False, "o")):
+        idx = [i for i, r in enumerate(rows) if bool(r["dense"]) == dense]
+        if idx:
+            scatter = ax.scatter([edges[i] for i in idx], [loss[i] for i in idx],
+                                 c=[targets[i] for i in idx], cmap=CMAP, norm=norm, s=64,
+                                 marker=marker, edgecolors="black", linewidths=0.7, zorder=3)
+    front = sorted((edges[i], loss[i]) for i, r in enumerate(rows) if r["pareto"])
+    if front:
+        ax.plot(*zip(*front, strict=True), drawstyle="steps-post", color="crimson", lw=1.5,
+                zorder=2)
+    label_all = len(rows) <= LABEL_ALL_UP_TO
+    for i, r in enumerate(rows):
+        if label_all or r["pareto"]:
+            ax.annotate(_point_label(r), (edges[i], loss[i]), textcoords="offset points",
+                        xytext=(6, 4), fontsize=7, color="0.25")
+    ax.set_xscale("log")
+    # Plain numbers at 1-2-5 steps read better than 3×10² labels that collide.
+    ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.margins(x=0.12, y=0.08)  # room for the point labels inside the axes
+    ax.set_xlabel("circuit size: geometric mean of edges over tasks (log)")
+    ax.set_ylabel("held-out pretraining loss (nats/token)")
+    ax.set_title(f"Interpretability vs capability — {len(rows)} runs\n{protocol}", fontsize=10)
+    ax.grid(True, which="both", alpha=0.25)
+    ax.annotate("better", xy=(0.03, 0.04), xytext=(0.13, 0.14), xycoords="axes fraction",
+                arrowprops={"arrowstyle": "->", "color": "0.4"}, color="0.4", fontsize=8)
+    handles = [
+        Line2D([], [], marker="s", ls="", mfc="white", mec="black", label="dense (target 1.0)"),
+        Line2D([], [], marker="o", ls="", mfc="white", mec="black", label="weight-sparse"),
+        Line2D([], [], color="crimson", label="Pareto front"),
+    ]
+    ax.legend(handles=handles, loc="upper right", fontsize=8)
+    colorbar = fig.colorbar(scatter, ax=ax, pad=0.02, label="sparsity target (kept fraction)")
+    colorbar.ax.yaxis.set_minor_formatter(NullFormatter())
+    ticks = sorted(set(targets))[:12]
+    colorbar.set_ticks(ticks, labels=[f"{t:g}" for t in ticks])
+    return fig
+
+
+def _point_label(row: dict[str, Any]) -> str:
+    return f"{row['run_key'][:6]} d{row['d_model']} k={row['sparsity_target']:g}"
+
+
+def figure_png(fig: Figure) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def plot_frontier(workspace: Path, out_png: Path, protocol: str | None = None) -> Path:
+    """Write the frontier of ``protocol`` (default: the one with most runs) to ``out_png``."""
+    out_png = Path(out_png)
+    out_png.write_bytes(figure_png(frontier_figure(*frontier_rows(workspace, protocol))))
+    return out_png
+
+
+def curve_rows(workspace: Path, run_keys: list[str] | None, max_runs: int) -> list[dict[str, Any]]:
+    """Metric rows thinned to about ``CURVE_POINTS`` per run; evaluation steps always kept."""
+    if run_keys is None:
+        keys = fetch(workspace, "SELECT key FROM runs ORDER BY sparsity_target DESC, key "
+                                "LIMIT ?", [max_runs])
+        run_keys = keys["key"].to_pylist()
+    return fetch(workspace, """
+        SELECT m.run_key, m.step, m.tokens, m.loss, m.heldout_loss, m.kept_fraction,
+               r.sparsity_target
+        FROM (SELECT *, row_number() OVER (PARTITION BY run_key ORDER BY step) AS rn,
+                     count(*) OVER (PARTITION BY run_key) AS n
+              FROM train_metrics WHERE list_contains(?, run_key)) m
+        JOIN runs r ON r.key = m.run_key
+        WHERE m.rn % greatest(1, m.n // ?) = 0 OR m.heldout_loss IS NOT NULL OR m.rn = m.n
+        ORDER BY m.run_key, m.step
+    """, [run_keys, CURVE_POINTS]).to_pylist()
+
+
+def training_curves_figure(rows: list[dict[str, Any]]) -> Figure:
+    fig, (ax_loss, ax_kept) = plt.subplots(2, 1, figsize=(8, 6), sharex=True,
+                                           height_ratios=(3, 1.3), layout="constrained")
+    runs: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        runs.setdefault(row["run_key"], []).append(row)
+    colours = plt.get_cmap("tab10")
+    for i, (key, points) in enumerate(runs.items()):
+        colour = colours(i % 10)
+        x = [p["tokens"] if p["tokens"] is not None else p["step"] for p in points]
+        label = f"{key[:6]} target {points[0]['sparsity_target']:g}"
+        ax_loss.plot(x, [p["loss"] for p in points], color=colour, lw=1, alpha=0.8, label=label)
+        held = [(xi, p["heldout_loss"])
+                for xi, p in zip(x, points, strict=True) if p["heldout_loss"] is not None]
+        if held:
+            ax_loss.plot(*zip(*held, strict=True), "o", color=colour, ms=3)
+        ax_kept.plot(x, [p["kept_fraction"] for p in points], color=colour, lw=1)
+    ax_loss.set_ylabel("loss (nats/token)")
+    ax_loss.set_title("Training curves — lines: train loss, dots: held-out loss", fontsize=10)
+    ax_loss.grid(True, alpha=0.25)
+    if runs:
+        ax_loss.legend(fontsize=7, ncols=2)
+    ax_kept.set_ylabel("kept fraction")
+    ax_kept.set_yscale("log")
+    ax_kept.set_xlabel("tokens")
+    ax_kept.grid(True, which="both", alpha=0.25)
+    return fig
+
+
+def plot_training_curves(
+    workspace: Path, out_png: Path, run_keys: list[str] | None = None, max_runs: int = 10
+) -> Path:
+    """Loss and kept fraction against tokens for ``run_keys`` (default: up to ``max_runs``)."""
+    out_png = Path(out_png)
+    rows = curve_rows(workspace, run_keys, max_runs)
+    if not rows:
+        raise StoreError("no training metrics in the store yet")
+    out_png.write_bytes(figure_png(training_curves_figure(rows)))
+    return out_png

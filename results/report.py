@@ -1,0 +1,103 @@
+"""One self-contained HTML page of the store: frontier, runs, training curves, circuits.
+
+Images are inlined (base64 PNG, inline SVG); the page loads nothing from anywhere.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from markupsafe import Markup
+
+from results.diagram import circuit_svg
+from results.plots import (
+    curve_rows,
+    figure_png,
+    frontier_figure,
+    frontier_rows,
+    training_curves_figure,
+)
+from results.query import fetch
+from results.store import StoreError
+
+MAX_CIRCUITS = 200  # diagrams beyond this make the page unwieldy; the store has them all
+
+RUNS_SQL = """
+SELECT r.key, r.recipe, r.sparsity_target, r.n_layer, r.d_model, r.n_params, r.n_nonzero,
+       r.tokens, r.heldout_loss, f.geomean_edges, f.pareto, r.wall_time_s, r.device,
+       r.git_commit, r.git_dirty
+FROM runs r LEFT JOIN (SELECT * FROM frontier WHERE protocol = ?) f ON f.run_key = r.key
+ORDER BY r.heldout_loss NULLS LAST, r.key
+"""
+CIRCUITS_SQL = """
+SELECT c.key, c.run_key, c.task, c.found, c.reason, c.n_nodes, c.n_edges, c.achieved_loss,
+       c.loss_threshold, c.ablation, r.n_layer,
+       coalesce((SELECT list({'kind': n.kind, 'layer': n.layer}) FROM circuit_nodes n
+                 WHERE n.prune_key = c.key), []) AS nodes
+FROM circuits c LEFT JOIN runs r ON r.key = c.run_key
+ORDER BY c.run_key, c.task, c.key
+LIMIT ?
+"""
+
+
+def _png_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("results", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    env.filters["num"] = lambda v, spec=".4g": "—" if v is None else format(v, spec)
+    return env
+
+
+def report_context(workspace: Path) -> dict[str, Any]:
+    try:
+        protocol, points = frontier_rows(workspace)
+        frontier_png: str | None = _png_uri(figure_png(frontier_figure(protocol, points)))
+    except StoreError:
+        protocol, frontier_png = "", None
+    curves = curve_rows(workspace, None, max_runs=10)
+    circuits = fetch(workspace, CIRCUITS_SQL, [MAX_CIRCUITS]).to_pylist()
+    for circuit in circuits:
+        nodes = [(n["kind"], n["layer"]) for n in circuit["nodes"]]
+        # Markup: circuit_svg escapes every text it embeds.
+        circuit["svg"] = Markup(circuit_svg(
+            nodes, circuit["n_layer"] or 1, circuit["n_edges"],
+            f"{circuit['task']} · run {circuit['run_key'][:8]}"))
+    counts = fetch(workspace, "SELECT (SELECT count(*) FROM runs) AS runs, "
+                              "(SELECT count(*) FROM circuits) AS circuits").to_pylist()[0]
+    return {
+        "workspace": str(workspace),
+        "generated": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "protocol": protocol,
+        "protocols": fetch(workspace, "SELECT protocol, count(*) AS runs, "
+                                      "count(*) FILTER (pareto) AS pareto FROM frontier "
+                                      "GROUP BY protocol ORDER BY runs DESC").to_pylist(),
+        "frontier_png": frontier_png,
+        "curves_png": _png_uri(figure_png(training_curves_figure(curves))) if curves else None,
+        "runs": fetch(workspace, RUNS_SQL, [protocol]).to_pylist(),
+        "circuits": circuits,
+        "n_runs": counts["runs"],
+        "n_circuits": counts["circuits"],
+        "jobs": fetch(workspace, "SELECT state, count(*) AS n FROM jobs GROUP BY state "
+                                 "ORDER BY state").to_pylist(),
+        "failed": fetch(workspace, "SELECT name, error FROM jobs WHERE state IN "
+                                   "('failed', 'invalid') ORDER BY name").to_pylist(),
+        "max_circuits": MAX_CIRCUITS,
+    }
+
+
+def render_report(workspace: Path, out_html: Path) -> Path:
+    """Write the report of ``workspace``'s store to ``out_html`` and return its path."""
+    html = _environment().get_template("report.html.j2").render(**report_context(workspace))
+    out_html = Path(out_html)
+    out_html.write_text(html, encoding="utf-8")
+    return out_html

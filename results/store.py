@@ -1,0 +1,284 @@
+"""The DuckDB results store: schema, connections, and the one error type of the store boundary.
+
+One file, ``<workspace>/store.duckdb``. DuckDB lets one process open a file read-write *or* many
+processes open it read-only, never both; so every open retries briefly while another process
+holds the file (an ingest finishing, or a reader closing), and gives up with a clear
+``StoreError`` after ``timeout_s``. The store is derived data: every row comes from a job folder,
+so a store from an older schema is dropped and rebuilt by the next ingest.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+STORE_FILE = "store.duckdb"
+LOCK_FILE = "store.lock"
+SCHEMA_VERSION = 1
+OPEN_TIMEOUT_S = 10.0
+
+# Tables in dependency-free order; the frontier view reads runs and circuits.
+TABLES: dict[str, str] = {
+    "runs": """
+        key              VARCHAR PRIMARY KEY,  -- train job key
+        recipe           VARCHAR,
+        recipe_hash      VARCHAR,
+        sweep_point      JSON,
+        n_layer          INTEGER,
+        d_model          INTEGER,
+        d_mlp            INTEGER,
+        n_params         BIGINT,
+        n_nonzero        BIGINT,
+        sparsity_target  DOUBLE,               -- kept fraction at the end; 1.0 is dense
+        anneal           JSON,
+        tokens           BIGINT,
+        steps            BIGINT,
+        heldout_loss     DOUBLE,               -- final pretraining loss, nats/token
+        train_loss       DOUBLE,
+        wall_time_s      DOUBLE,
+        device           VARCHAR,
+        tokens_per_s     DOUBLE,
+        seed             BIGINT,
+        git_commit       VARCHAR,
+        git_dirty        BOOLEAN,
+        code_version     VARCHAR,
+        package_versions JSON,
+        created_at       TIMESTAMP             -- UTC, when the train job finished
+    """,
+    "train_metrics": """
+        run_key       VARCHAR NOT NULL,
+        step          BIGINT NOT NULL,
+        tokens        BIGINT,
+        loss          DOUBLE,
+        heldout_loss  DOUBLE,                  -- only on evaluation steps
+        lr            DOUBLE,
+        kept_fraction DOUBLE,
+        grad_norm     DOUBLE,
+        tokens_per_s  DOUBLE
+    """,
+    "circuits": """
+        key              VARCHAR PRIMARY KEY,  -- prune job key
+        run_key          VARCHAR NOT NULL,     -- the train job it pruned
+        task             VARCHAR NOT NULL,
+        loss_threshold   DOUBLE,
+        ablation         VARCHAR,
+        k_coef           DOUBLE,
+        achieved_loss    DOUBLE,
+        full_model_loss  DOUBLE,
+        n_nodes          BIGINT,
+        nodes_by_kind    JSON,
+        n_edges          BIGINT,
+        edges_by_type    JSON,
+        sufficiency_loss DOUBLE,
+        necessity_loss   DOUBLE,
+        found            BOOLEAN,
+        reason           VARCHAR
+    """,
+    "circuit_nodes": """
+        prune_key VARCHAR NOT NULL,
+        site      VARCHAR NOT NULL,            -- e.g. l0.mlp_neuron, final_in
+        "index"   INTEGER NOT NULL,            -- channel / neuron index within the site
+        kind      VARCHAR NOT NULL,            -- the site without its layer: mlp_neuron, q, ...
+        layer     INTEGER                      -- NULL for final_in
+    """,
+    "jobs": """
+        key            VARCHAR PRIMARY KEY,
+        kind           VARCHAR NOT NULL,
+        name           VARCHAR NOT NULL,       -- folder name, <kind>-<key12>
+        state          VARCHAR NOT NULL,       -- done | failed | pending | invalid
+        started_at     TIMESTAMP,
+        finished_at    TIMESTAMP,
+        wall_time_s    DOUBLE,
+        host           VARCHAR,
+        backend        VARCHAR,
+        backend_job_id VARCHAR,
+        log_path       VARCHAR,
+        error          VARCHAR
+    """,
+    # Bookkeeping for idempotent ingest: what each job folder looked like when last ingested.
+    "ingested": """
+        key         VARCHAR PRIMARY KEY,
+        kind        VARCHAR NOT NULL,
+        fingerprint VARCHAR NOT NULL
+    """,
+    "store_meta": """
+        name  VARCHAR PRIMARY KEY,
+        value VARCHAR
+    """,
+}
+
+# One frontier row per (run, protocol). A protocol is what makes circuit sizes comparable:
+# the loss threshold, the ablation and the set of tasks with a found circuit. When several prune
+# jobs found a circuit for the same run, protocol and task (a k_coef sweep), the smallest counts:
+# the circuit is by definition the smallest one reaching the threshold.
+# Pareto: no other run of the protocol has loss <= and edges <= with one strictly lower. With rows
+# ordered by loss, that is "no row with strictly lower loss has edges <= mine" (m_lt) and "no row
+# with loss <= mine has strictly fewer edges" (m_le), two window minima: O(n log n), not O(n²).
+FRONTIER_VIEW = """
+CREATE OR REPLACE VIEW frontier AS
+WITH best AS (
+    SELECT run_key, loss_threshold, ablation, task, min(n_edges) AS n_edges
+    FROM circuits
+    WHERE found AND n_edges IS NOT NULL
+    GROUP BY ALL
+), per_run AS (
+    SELECT run_key, loss_threshold, ablation,
+           list_sort(list(task)) AS tasks,
+           count(*) AS n_tasks,
+           sum(n_edges) AS total_edges,
+           -- ln(0) is -inf and exp(-inf) is 0: a zero-edge circuit makes the mean 0, as it should
+           exp(avg(ln(n_edges::DOUBLE))) AS geomean_edges
+    FROM best
+    GROUP BY ALL
+), attempted AS (
+    SELECT run_key, loss_threshold, ablation, count(DISTINCT task) AS n_attempted
+    FROM circuits
+    GROUP BY ALL
+), points AS (
+    SELECT r.key AS run_key, r.recipe, r.sweep_point, r.sparsity_target,
+           r.sparsity_target >= 1.0 AS dense,
+           r.n_params, r.n_nonzero, r.n_layer, r.d_model,
+           r.heldout_loss, p.geomean_edges, p.total_edges,
+           p.loss_threshold, p.ablation, p.tasks, p.n_tasks,
+           a.n_attempted - p.n_tasks AS n_not_found,
+           p.ablation || '@' || p.loss_threshold || ':' || array_to_string(p.tasks, ',')
+               AS protocol
+    FROM per_run p
+    JOIN runs r ON r.key = p.run_key
+    JOIN attempted a USING (run_key, loss_threshold, ablation)
+    WHERE r.heldout_loss IS NOT NULL
+), ranked AS (
+    SELECT *,
+        min(geomean_edges) OVER (PARTITION BY protocol ORDER BY heldout_loss
+            RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW EXCLUDE GROUP) AS m_lt,
+        min(geomean_edges) OVER (PARTITION BY protocol ORDER BY heldout_loss
+            RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS m_le
+    FROM points
+)
+SELECT * EXCLUDE (m_lt, m_le),
+       NOT (coalesce(m_lt <= geomean_edges, false) OR m_le < geomean_edges) AS pareto
+FROM ranked
+"""
+
+
+class StoreError(Exception):
+    """Anything that goes wrong at the store boundary, with a one-line message."""
+
+
+def store_path(workspace: Path) -> Path:
+    return Path(workspace) / STORE_FILE
+
+
+def one_line(error: BaseException) -> str:
+    """DuckDB messages carry a caret diagram over several lines; keep the first line."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def _is_lock_conflict(error: duckdb.Error) -> bool:
+    # Another process holds the file: DuckDB reports an IO error about the file lock.
+    return isinstance(error, duckdb.IOException) and "lock" in str(error).lower()
+
+
+def connect(
+    path: Path,
+    *,
+    read_only: bool,
+    config: dict[str, Any] | None = None,
+    timeout_s: float = OPEN_TIMEOUT_S,
+) -> duckdb.DuckDBPyConnection:
+    """Open the store, retrying while another process holds it; create the schema if writable."""
+    path = Path(path)
+    if read_only and not path.is_file():
+        raise StoreError(f"no results store at {path}: run an ingest first")
+    if not read_only:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + timeout_s
+    delay = 0.01
+    while True:
+        try:
+            con = duckdb.connect(str(path), read_only=read_only, config=config or {})
+            break
+        except duckdb.Error as error:
+            if not _is_lock_conflict(error) or time.monotonic() > deadline:
+                raise StoreError(f"cannot open {path}: {one_line(error)}") from error
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
+    if not read_only:
+        try:
+            ensure_schema(con)
+        except BaseException:
+            con.close()
+            raise
+    return con
+
+
+@contextmanager
+def open_store(path: Path, *, read_only: bool) -> Iterator[duckdb.DuckDBPyConnection]:
+    con = connect(path, read_only=read_only)
+    try:
+        yield con
+    except duckdb.Error as error:
+        raise StoreError(f"{path}: {one_line(error)}") from error
+    finally:
+        con.close()
+
+
+def stored_schema_version(con: duckdb.DuckDBPyConnection) -> str | None:
+    """The schema version the file was written with; None for a new (or pre-versioning) file."""
+    tables = con.execute("SELECT table_name FROM duckdb_tables()").fetchall()
+    if ("store_meta",) not in tables:
+        return None
+    # fetchall, not fetchone: DuckDB 2 keeps a half-read result open on the connection.
+    rows = con.execute("SELECT value FROM store_meta WHERE name = 'schema_version'").fetchall()
+    return rows[0][0] if rows else None
+
+
+def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
+    """Create the tables and the view; rebuild them if the file holds another schema version."""
+    try:
+        version = stored_schema_version(con)
+        if version is not None and version != str(SCHEMA_VERSION):
+            # Derived data: drop it all; the next ingest re-reads every job folder.
+            con.execute("DROP VIEW IF EXISTS frontier")
+            for table in TABLES:
+                con.execute(f"DROP TABLE IF EXISTS {table}")  # names are ours, not input
+        for table, columns in TABLES.items():
+            con.execute(f"CREATE TABLE IF NOT EXISTS {table} ({columns})")
+        con.execute(FRONTIER_VIEW)
+        con.execute(
+            "INSERT OR REPLACE INTO store_meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)]
+        )
+    except duckdb.Error as error:
+        raise StoreError(f"cannot create the store schema: {one_line(error)}") from error
+
+
+def replace_rows(
+    con: duckdb.DuckDBPyConnection,
+    table: str,
+    key_column: str,
+    keys: pa.Table,
+    rows: pa.Table | None,
+) -> None:
+    """Delete every row of ``table`` whose ``key_column`` is in ``keys.key``, then bulk-insert.
+
+    Both sides are Arrow tables registered with DuckDB, so a million rows go in one statement.
+    (Registrations are replaced by the next one and dropped with the connection; unregistering
+    inside a failed transaction would raise and hide the real error.)
+    """
+    con.register("_keys", keys)
+    con.execute(f"DELETE FROM {table} WHERE {key_column} IN (SELECT key FROM _keys)")
+    insert(con, table, rows)
+
+
+def insert(con: duckdb.DuckDBPyConnection, table: str, rows: pa.Table | None) -> None:
+    if rows is None or rows.num_rows == 0:
+        return
+    con.register("_rows", rows)
+    con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _rows")

@@ -1,0 +1,177 @@
+"""Synthetic job folders, written exactly as docs/jobs.md lays them out.
+
+For the store's tests and benchmark, and for previewing plots and the report without training
+anything. Numbers are made up but shaped like real runs (a decaying loss, an annealed kept
+fraction); nothing here is imported by the ingest path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from results.diagram import SITE_ROWS
+from results.ingest import METRICS_SCHEMA
+from results.jobs import CIRCUIT_FILE, COMMAND_FILE, CONFIG_FILE, JOBS_DIR, LOG_FILE, RESULTS_FILE
+
+SITE_KINDS = SITE_ROWS[:-1]  # every per-layer site kind (all but final_in)
+FINISHED_AT = 1_764_000_000.0  # fixed, so the same call writes the same bytes
+
+
+def make_key(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+def _dump(obj: Any) -> str:
+    return json.dumps(obj, indent=2, sort_keys=True) + "\n"
+
+
+def write_job(
+    workspace: Path,
+    kind: str,
+    config: dict[str, Any],
+    results: dict[str, Any] | None,
+    files: dict[str, str | bytes] | None = None,
+) -> Path:
+    """Write one job folder; ``results=None`` leaves it pending (no results.json)."""
+    # Real keys hash only the config; hashing the results too keeps made-up variants apart.
+    key = config.get("key") or make_key(kind, config, results)
+    folder = Path(workspace) / JOBS_DIR / f"{kind}-{key[:12]}"
+    folder.mkdir(parents=True, exist_ok=True)
+    config = {"kind": kind, "key": key, "inputs": {}, **config}
+    (folder / CONFIG_FILE).write_text(_dump(config))
+    (folder / COMMAND_FILE).write_text(f"python -m runtime.job {folder}\n")
+    (folder / LOG_FILE).write_text(f"{kind} job {key[:12]}\nstep 0\ndone\n")
+    for name, data in (files or {}).items():
+        path = folder / name
+        path.write_bytes(data) if isinstance(data, bytes) else path.write_text(data)
+    if results is not None:
+        results = {"kind": kind, "key": key, "started_at": FINISHED_AT - 60.0,
+                   "finished_at": FINISHED_AT, "host": "node1", "backend": "local", **results}
+        (folder / RESULTS_FILE).write_text(_dump(results))
+    return folder
+
+
+def metrics_rows(n: int, target: float, final_loss: float, tokens_per_step: int = 4096
+                 ) -> dict[str, list[Any]]:
+    """Columns of ``n`` logged steps: loss decays to ``final_loss``, kept fraction anneals."""
+    steps = list(range(n))
+    progress = [s / max(1, n - 1) for s in steps]
+    kept = [1.0 if p < 0.01 else target if p > 0.5 else 1 - (1 - target) * (p - 0.01) / 0.49
+            for p in progress]
+    loss = [final_loss + 4.0 * math.exp(-6 * p) for p in progress]
+    return {
+        "step": steps, "tokens": [s * tokens_per_step for s in steps], "loss": loss,
+        "heldout_loss": [x + 0.05 if s % 100 == 0 or s == n - 1 else None
+                         for s, x in zip(steps, loss, strict=True)],
+        "lr": [0.01 * min(1.0, (s + 1) / max(1, n // 100)) * (1 - p)
+               for s, p in zip(steps, progress, strict=True)],
+        "kept_fraction": kept, "grad_norm": [1.0 + 0.1 * (s % 7) for s in steps],
+        "tokens_per_s": [50_000.0] * n,
+    }
+
+
+def _jsonl(columns: dict[str, list[Any]]) -> str:
+    names = list(columns)
+    rows = (zip(names, values, strict=True) for values in zip(*columns.values(), strict=True))
+    return "".join(json.dumps({k: v for k, v in row if v is not None}) + "\n" for row in rows)
+
+
+def train_job(
+    workspace: Path,
+    *,
+    sparsity_target: float,
+    heldout_loss: float,
+    d_model: int = 64,
+    n_layer: int = 2,
+    seed: int = 0,
+    recipe: str = "demo",
+    n_metrics: int = 50,
+    metrics_format: str = "jsonl",
+    done: bool = True,
+) -> Path:
+    config = {
+        "seed": seed,
+        "data": {"corpus": "synthetic"},
+        "model": {"n_layer": n_layer, "d_model": d_model, "d_head": 16, "d_mlp": None},
+        "train": {"tokens": n_metrics * 4096},
+        "sparsity": {"target": sparsity_target,
+                     "anneal": {"curve": "linear", "start": 0.01, "end": 0.5}},
+        "inputs": {"tokenize": "jobs/tokenize-000000000000"},
+        "meta": {"recipe": recipe, "recipe_hash": make_key(recipe)[:16],
+                 "sweep_point": {"sparsity.target": sparsity_target, "model.d_model": d_model},
+                 "git_commit": "0123abcd", "git_dirty": False, "code_version": "0.1.0",
+                 "package_versions": {"torch": "2.5.0"}},
+    }
+    n_params = 12 * n_layer * d_model * d_model
+    columns = metrics_rows(n_metrics, sparsity_target, heldout_loss - 0.05)
+    files: dict[str, str | bytes] = {}
+    if metrics_format == "parquet":
+        sink = pa.BufferOutputStream()
+        pq.write_table(pa.table(columns, schema=METRICS_SCHEMA), sink)
+        files["metrics.parquet"] = sink.getvalue().to_pybytes()
+    else:
+        files["metrics.jsonl"] = _jsonl(columns)
+    results = {
+        "heldout_loss": heldout_loss, "train_loss": heldout_loss - 0.05, "n_params": n_params,
+        "n_nonzero": int(n_params * sparsity_target), "tokens": n_metrics * 4096,
+        "steps": n_metrics, "wall_time_s": 60.0, "device": "cpu", "tokens_per_s": 50_000.0,
+    }
+    return write_job(workspace, "train", config, results if done else None, files)
+
+
+def circuit_nodes(n_nodes: int, n_layer: int, seed: int) -> list[dict[str, Any]]:
+    """``n_nodes`` distinct (site, index) pairs spread over layers and site kinds."""
+    nodes, i = [], 0
+    while len(nodes) < n_nodes:
+        layer = (i * 7 + seed) % (n_layer + 1)
+        site = "final_in" if layer == n_layer else f"l{layer}.{SITE_KINDS[(i + seed) % 8]}"
+        nodes.append({"site": site, "index": (i * 13 + seed) % 64})
+        i += 1
+    unique = {(n["site"], n["index"]): n for n in nodes}
+    return list(unique.values())
+
+
+def prune_job(
+    workspace: Path,
+    train_dir: Path,
+    task: str,
+    n_edges: int,
+    *,
+    found: bool = True,
+    loss_threshold: float = 0.15,
+    ablation: str = "mean",
+    k_coef: float = 1e-4,
+    n_nodes: int = 12,
+) -> Path:
+    train_config = json.loads((train_dir / CONFIG_FILE).read_text())
+    n_layer = train_config["model"]["n_layer"]
+    config = {
+        "seed": 0, "task": task,
+        "prune": {"tasks": [task], "loss_threshold": loss_threshold, "ablation": ablation,
+                  "k_coef": k_coef},
+        "inputs": {"tokenize": "jobs/tokenize-000000000000",
+                   "train": f"{JOBS_DIR}/{train_dir.name}", "stats": "jobs/stats-000000000000"},
+        "meta": train_config.get("meta", {}),
+    }
+    nodes = circuit_nodes(n_nodes, n_layer, seed=len(task) + n_edges)
+    by_kind: dict[str, int] = {}
+    for node in nodes:
+        kind = node["site"].split(".")[-1]
+        by_kind[kind] = by_kind.get(kind, 0) + 1
+    results = {
+        "task": task, "loss_threshold": loss_threshold,
+        "achieved_loss": loss_threshold * 0.9 if found else 0.4, "full_model_loss": 0.05,
+        "n_nodes": len(nodes), "nodes_by_kind": by_kind, "n_edges": n_edges,
+        "edges_by_type": {"mlp_neuron->mlp_out": n_edges},
+        "sufficiency_loss": loss_threshold * 0.9, "necessity_loss": 0.69,
+        "found": found, "reason": None if found else "threshold not reached",
+    }
+    files = {CIRCUIT_FILE: _dump({"task": task, "nodes": nodes})}
+    return write_job(workspace, "prune", config, results, files)

@@ -1,0 +1,91 @@
+"""The ``prune`` job kind: the smallest circuit of one task at a fixed task loss (method §4).
+
+Config: ``{seed, task, prune: PruneSpec, inputs: {tokenize, train, stats}}``. Reads the model
+(``<train>/model.safetensors``), the tokenizer (``<tokenize>/tokenizer.json``) and the means
+(``<stats>/means.safetensors``, only for ``ablation: mean``); writes ``circuit.json`` and returns
+the results of docs/jobs.md. A full model that misses the threshold is a result
+(``found: false`` with a reason), not a failure.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from runtime.ablation import MEANS_FILE, load_means
+from runtime.checkpoint import load_model
+from runtime.circuit import SITE_KINDS, circuit_to_json, count_edges
+from runtime.io import write_json_atomic
+from runtime.job import Progress
+from runtime.jobs.train import MODEL_FILE
+from runtime.prune import encode_pairs, prune
+from runtime.tasks import get_task
+from runtime.tokenizer import check_single_tokens, load_tokenizer
+from runtime.tokens import TOKENIZER_FILE
+from runtime.train import describe_device, pick_device
+from spec.recipe import PruneSpec
+
+CIRCUIT_FILE = "circuit.json"
+
+
+def run(
+    config: dict[str, Any], job_dir: Path, workspace: Path, progress: Progress
+) -> dict[str, Any]:
+    spec = PruneSpec.model_validate(config["prune"])
+    seed = int(config["seed"])
+    inputs = {name: workspace / rel for name, rel in config["inputs"].items()}
+    device = pick_device("auto")
+    model = load_model(inputs["train"] / MODEL_FILE, map_location=device)
+    tokenizer = load_tokenizer(inputs["tokenize"] / TOKENIZER_FILE)
+
+    # Tokenize the task; its answers must be single tokens or the task loss is meaningless.
+    task = get_task(config["task"])
+    offenders = check_single_tokens(tokenizer, task.candidates)
+    if offenders:
+        raise ValueError(
+            f"task {task.name!r}: candidates {offenders} are not single tokens under "
+            f"{inputs['tokenize'] / TOKENIZER_FILE}; re-run tokenize with them in required_tokens"
+        )
+    means = load_means(inputs["stats"] / MEANS_FILE) if spec.ablation == "mean" else None
+    context = model.cfg.context
+    train = encode_pairs(task.pairs(spec.train_pairs, "train", seed), tokenizer,
+                         task.candidates, context)
+    heldout = encode_pairs(task.pairs(spec.heldout_pairs, "heldout", seed), tokenizer,
+                           task.candidates, context)
+
+    result = prune(model, train, heldout, means, spec, seed,
+                   progress=lambda info: progress({"task": task.name, **info}))
+
+    results: dict[str, Any] = {
+        "task": task.name,
+        "loss_threshold": spec.loss_threshold,
+        "ablation": spec.ablation,
+        "k_coef": spec.k_coef,
+        "full_model_loss": result.full_model_loss,
+        "found": result.found,
+        "reason": result.reason,
+        "achieved_loss": result.achieved_loss,
+        "sufficiency_loss": result.achieved_loss,
+        "necessity_loss": result.necessity_loss,
+        "n_nodes": None, "nodes_by_kind": None, "n_edges": None, "edges_by_type": None,
+        "device": describe_device(device),
+        "prune_time_s": result.wall_time_s,
+    }
+    if result.circuit is not None:
+        edges_by_type = count_edges(result.circuit, model)
+        results.update(
+            n_nodes=result.circuit.n_nodes,
+            nodes_by_kind=result.circuit.nodes_by_kind(),
+            n_edges=sum(edges_by_type.values()),
+            edges_by_type=edges_by_type,
+        )
+        document = circuit_to_json(result.circuit, model, scores=result.tau, extra={
+            key: results[key] for key in ("task", "loss_threshold", "ablation", "found",
+                                          "achieved_loss", "full_model_loss", "necessity_loss")
+        })
+    else:
+        document = {"task": task.name, "found": False, "reason": result.reason, "nodes": [],
+                    "nodes_by_kind": dict.fromkeys(SITE_KINDS, 0), "edges": []}
+    document["history"] = result.history
+    write_json_atomic(job_dir / CIRCUIT_FILE, document)
+    return results

@@ -1,0 +1,203 @@
+"""The weight-sparse GPT of Gao et al. 2025, "Weight-sparse transformers have interpretable
+circuits" (OpenAI, arXiv 2511.13653), method §1, in one readable file after nanoGPT's model.py.
+
+A GPT-2-style pre-norm decoder with RMSNorm (so zero keeps a privileged meaning), a GELU MLP,
+untied embedding and unembedding, optional learned positions, optional attention sink and an
+optional dense bigram table. Every node site applies AbsTopK (keep the largest |x| along the
+feature axis) and then, when ``SparseGPT.hook`` is set, hands the activation to the hook, which
+may replace it (pruning mean-ablates nodes this way). Site and parameter names are the contract
+in docs/jobs.md. Weight sparsity itself is not in the model: the training loop projects the
+tensors named by ``sparse_parameters`` after every step (runtime/sparsity.py).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from spec.recipe import DataSpec, ModelSpec
+
+Hook = Callable[[str, Tensor], Tensor]
+"""``hook(site, activation) -> activation``, called at every node site. Blocks receive one that
+takes the local site name (``"q"``) and adds their layer prefix (``"l3.q"``)."""
+
+
+@dataclass(frozen=True)
+class GPTConfig:
+    vocab_size: int = 2048
+    context: int = 256
+    n_layer: int = 8
+    d_model: int = 256
+    d_head: int = 16
+    d_mlp: int = 1024
+    afrac: float = 0.25  # fraction of activations AbsTopK keeps at each node site
+    attention_sink: bool = False
+    pos_emb: str = "none"  # "none" (NoPE) or "learned"
+    bigram: bool = False
+
+    @property
+    def n_head(self) -> int:
+        return self.d_model // self.d_head
+
+    @classmethod
+    def from_specs(cls, model: ModelSpec, data: DataSpec) -> GPTConfig:
+        return cls(
+            vocab_size=data.vocab_size, context=data.context, n_layer=model.n_layer,
+            d_model=model.d_model, d_head=model.d_head, d_mlp=model.mlp_width,
+            afrac=model.afrac, attention_sink=model.attention_sink, pos_emb=model.pos_emb,
+            bigram=model.bigram,
+        )
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        # Normalise in fp32 even under bf16 autocast; the mean of squares loses precision fast.
+        xf = x.float()
+        normed = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        return normed.type_as(x) * self.weight
+
+
+class AbsTopK(nn.Module):
+    """Keep the ``k = ceil(afrac·width)`` entries of largest |x| along the last axis, zero the rest.
+    Gradients flow to the kept entries only; afrac 1.0 is the identity."""
+
+    def __init__(self, afrac: float) -> None:
+        super().__init__()
+        self.afrac = afrac
+
+    def forward(self, x: Tensor) -> Tensor:
+        width = x.shape[-1]
+        # The epsilon keeps float noise (0.1·30 = 3.0000000000000004) from adding one more entry.
+        k = math.ceil(self.afrac * width - 1e-9)
+        if k >= width:
+            return x
+        index = x.abs().topk(k, dim=-1, sorted=False).indices
+        return torch.zeros_like(x).scatter(-1, index, x.gather(-1, index))
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: GPTConfig) -> None:
+        super().__init__()
+        self.n_head, self.d_head = cfg.n_head, cfg.d_head
+        self.q_proj = nn.Linear(cfg.d_model, cfg.d_model)
+        self.k_proj = nn.Linear(cfg.d_model, cfg.d_model)
+        self.v_proj = nn.Linear(cfg.d_model, cfg.d_model)
+        self.o_proj = nn.Linear(cfg.d_model, cfg.d_model)
+        # The sink is one extra key per head with a learnable logit and a zero value: attention
+        # mass can go "nowhere" instead of being forced onto some real token.
+        self.sink = nn.Parameter(torch.zeros(cfg.n_head)) if cfg.attention_sink else None
+        self.topk = AbsTopK(cfg.afrac)
+
+    def forward(self, x: Tensor, site: Hook) -> Tensor:
+        B, T, C = x.shape
+        q = site("q", self.topk(self.q_proj(x)))  # (B, T, C)
+        k = site("k", self.topk(self.k_proj(x)))
+        v = site("v", self.topk(self.v_proj(x)))
+        q, k, v = (a.view(B, T, self.n_head, self.d_head).transpose(1, 2) for a in (q, k, v))
+        if self.sink is None:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, H, T, dh)
+        else:
+            att = (q @ k.transpose(-2, -1)) / math.sqrt(self.d_head)  # (B, H, T, T)
+            causal = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
+            att = att.masked_fill(~causal, float("-inf"))
+            sink = self.sink.view(1, -1, 1, 1).expand(B, -1, T, 1).to(att.dtype)
+            att = torch.cat([att, sink], dim=-1).float().softmax(dim=-1)[..., :-1]  # drop sink
+            y = att.to(v.dtype) @ v  # (B, H, T, dh)
+        y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C)
+        return site("attn_out", self.topk(self.o_proj(y)))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: GPTConfig) -> None:
+        super().__init__()
+        self.fc = nn.Linear(cfg.d_model, cfg.d_mlp)
+        self.proj = nn.Linear(cfg.d_mlp, cfg.d_model)
+        self.topk = AbsTopK(cfg.afrac)
+
+    def forward(self, x: Tensor, site: Hook) -> Tensor:
+        h = site("mlp_neuron", self.topk(F.gelu(self.fc(x))))  # (B, T, d_mlp)
+        return site("mlp_out", self.topk(self.proj(h)))  # (B, T, C)
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: GPTConfig) -> None:
+        super().__init__()
+        self.ln_attn = RMSNorm(cfg.d_model)
+        self.attn = Attention(cfg)
+        self.ln_mlp = RMSNorm(cfg.d_model)
+        self.mlp = MLP(cfg)
+        self.topk = AbsTopK(cfg.afrac)
+
+    def forward(self, x: Tensor, site: Hook) -> Tensor:
+        x = x + self.attn(site("attn_in", self.topk(self.ln_attn(x))), site)
+        return x + self.mlp(site("mlp_in", self.topk(self.ln_mlp(x))), site)
+
+
+class SparseGPT(nn.Module):
+    def __init__(self, cfg: GPTConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.wte = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.wpe = nn.Embedding(cfg.context, cfg.d_model) if cfg.pos_emb == "learned" else None
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        self.ln_f = RMSNorm(cfg.d_model)
+        self.topk = AbsTopK(cfg.afrac)
+        self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        self.bigram = nn.Embedding(cfg.vocab_size, cfg.vocab_size) if cfg.bigram else None
+        self.hook: Hook | None = None
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        # GPT-2 init: N(0, 0.02), residual writes scaled by 1/sqrt(2·n_layer) so the residual
+        # stream's variance does not grow with depth; biases zero; the bigram table starts at zero
+        # so it contributes nothing until it learns something.
+        for name, param in self.named_parameters():
+            if name.endswith(".bias") or name == "bigram.weight":
+                nn.init.zeros_(param)
+            elif name.endswith(("o_proj.weight", "mlp.proj.weight")):
+                nn.init.normal_(param, std=0.02 / math.sqrt(2 * self.cfg.n_layer))
+            elif param.dim() == 2:
+                nn.init.normal_(param, std=0.02)
+
+    def _site(self, name: str, x: Tensor) -> Tensor:
+        return x if self.hook is None else self.hook(name, x)
+
+    def forward(self, idx: Tensor) -> Tensor:
+        """``idx`` (B, T) token ids → next-token logits (B, T, V)."""
+        T = idx.shape[1]
+        if self.cfg.context < T:
+            raise ValueError(f"sequence length {T} exceeds the context {self.cfg.context}")
+        x = self.wte(idx)  # (B, T, C)
+        if self.wpe is not None:
+            x = x + self.wpe(torch.arange(T, device=idx.device))
+        for layer, block in enumerate(self.blocks):
+            x = block(x, lambda name, a, layer=layer: self._site(f"l{layer}.{name}", a))
+        x = self._site("final_in", self.topk(self.ln_f(x)))  # (B, T, C)
+        logits = self.lm_head(x)  # (B, T, V)
+        if self.bigram is not None:
+            logits = logits + self.bigram(idx)  # the current (last seen) token's row
+        return logits
+
+
+# Norm gains, the bigram table and the sink logits stay dense (method §2); all else is projected.
+_DENSE_PARAMETER = re.compile(r"(^|\.)(ln_\w+\.weight|attn\.sink)$|^bigram\.weight$")
+
+
+def sparse_parameters(model: SparseGPT) -> list[tuple[str, Tensor]]:
+    """The (name, tensor) pairs projected to top-k after every optimizer step: every weight
+    matrix, bias, the embeddings and the unembedding."""
+    return [
+        (name, param) for name, param in model.named_parameters()
+        if not _DENSE_PARAMETER.search(name)
+    ]

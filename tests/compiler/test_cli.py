@@ -1,0 +1,67 @@
+"""The real `xcompile` command: exit codes, messages without tracebacks, plan output."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+RECIPES = sorted((Path(__file__).parents[2] / "recipes").glob("*.yaml"))
+
+
+def xcompile(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "compiler.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=120,
+    )
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.name)
+def test_shipped_recipes_validate_and_plan(recipe: Path, tmp_path: Path) -> None:
+    assert xcompile("validate", str(recipe)).returncode == 0
+    result = xcompile("plan", str(recipe), "--json", "-w", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    plan = json.loads(result.stdout)
+    kinds = {job["kind"] for job in plan["jobs"]}
+    assert kinds == {"tokenize", "train", "stats", "prune", "ingest"}
+    assert all(not job["cached"] for job in plan["jobs"])
+
+
+def test_bad_recipe_exits_2_with_position_and_no_traceback(tmp_path: Path) -> None:
+    recipe = tmp_path / "bad.yaml"
+    recipe.write_text("name: x\ntrain:\n  lr: fast\n", encoding="utf-8")
+    result = xcompile("plan", str(recipe), "-w", str(tmp_path))
+    assert result.returncode == 2
+    assert f"{recipe}:3:7: train.lr: Input should be a valid number" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_bad_override_and_bad_arguments_exit_2(tmp_path: Path) -> None:
+    quickstart = str(RECIPES[[p.name for p in RECIPES].index("quickstart.yaml")])
+    result = xcompile("validate", quickstart, "--set", "model.n_layer=0")
+    assert result.returncode == 2
+    assert (
+        "--set model.n_layer=0: model.n_layer: Input should be greater than or equal to 1"
+        in result.stderr
+    )
+    assert xcompile("plan").returncode == 2
+    result = xcompile("run", quickstart, "--backend", "k8s", "-w", str(tmp_path))
+    assert result.returncode == 2 and "unknown backend 'k8s'" in result.stderr
+    assert not (tmp_path / "jobs").exists()  # nothing half-written
+
+
+def test_every_verb_has_help_with_an_example() -> None:
+    for verb in ("validate", "plan", "run", "schema"):
+        result = xcompile(verb, "--help")
+        assert result.returncode == 0 and "Example: xcompile" in result.stdout, verb
+
+
+def test_schema_is_json_schema() -> None:
+    schema = json.loads(xcompile("schema").stdout)
+    assert schema["title"] == "Recipe" and "sparsity" in schema["properties"]

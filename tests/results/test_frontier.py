@@ -1,0 +1,84 @@
+"""The frontier view: geometric means, protocols, and Pareto flags on a hand-built set."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from results import synthetic
+from results.ingest import ingest
+from results.query import fetch
+
+QUOTE, BRACKET = "single_double_quote", "bracket_counting"
+
+
+@pytest.fixture
+def frontier(tmp_path: Path) -> dict[str, dict]:
+    """Named runs with known edges per task; returns frontier rows by name."""
+    ws = tmp_path / "ws"
+    specs = {  # name: (loss, {task: edges}, loss_threshold)
+        "A": (2.0, {QUOTE: 20, BRACKET: 500}, 0.15),  # geomean 100 (arithmetic 260)
+        "B": (2.5, {QUOTE: 50, BRACKET: 50}, 0.15),    # pareto
+        "B2": (2.5, {QUOTE: 50, BRACKET: 50}, 0.15),   # B's twin: neither dominates
+        "C": (2.5, {QUOTE: 80, BRACKET: 80}, 0.15),    # same loss as B, more edges
+        "D": (3.0, {QUOTE: 100, BRACKET: 100}, 0.15),  # A has lower loss, same edges
+        "E": (1.8, {QUOTE: 400, BRACKET: 400}, 0.15),  # lowest loss: pareto
+        "F": (2.2, {QUOTE: 100, BRACKET: 100}, 0.15),  # same edges as A, higher loss
+        "H": (5.0, {QUOTE: 10, BRACKET: 10}, 0.30),    # another threshold: its own group
+    }
+    names = {}
+    for seed, (name, (loss, edges, threshold)) in enumerate(specs.items()):
+        train = synthetic.train_job(ws, sparsity_target=0.1, heldout_loss=loss, seed=seed)
+        for task, n in edges.items():
+            synthetic.prune_job(ws, train, task, n, loss_threshold=threshold)
+        names[train.name] = name
+    # A k_coef sweep found a bigger circuit for A's quote task too: the smallest one counts.
+    a_train = next(p for p, n in ((ws / "jobs" / d, n) for d, n in names.items()) if n == "A")
+    synthetic.prune_job(ws, a_train, QUOTE, 999, k_coef=1e-3)
+    # I found only one of its two circuits: compared only with runs of the same task set.
+    i_train = synthetic.train_job(ws, sparsity_target=0.1, heldout_loss=9.0, seed=99)
+    synthetic.prune_job(ws, i_train, QUOTE, 7)
+    synthetic.prune_job(ws, i_train, BRACKET, 7, found=False)
+    names[i_train.name] = "I"
+    ingest(ws)
+    rows = fetch(ws, "SELECT * FROM frontier").to_pylist()
+    keys = {synthetic_key(ws, d): n for d, n in names.items()}
+    return {keys[r["run_key"]]: r for r in rows}
+
+
+def synthetic_key(ws: Path, folder: str) -> str:
+    import json
+
+    return json.loads((ws / "jobs" / folder / "config.json").read_text())["key"]
+
+
+def test_pareto_flags(frontier: dict[str, dict]) -> None:
+    pareto = {name for name, row in frontier.items() if row["pareto"]}
+    assert pareto == {"A", "B", "B2", "E", "H", "I"}
+
+
+def test_geometric_mean(frontier: dict[str, dict]) -> None:
+    assert frontier["A"]["geomean_edges"] == pytest.approx(100.0)
+    assert frontier["A"]["total_edges"] == 520  # the 999-edge circuit lost to the 20-edge one
+    assert frontier["E"]["geomean_edges"] == pytest.approx(400.0)
+    assert frontier["A"]["n_tasks"] == 2
+
+
+def test_protocols_keep_unlike_circuits_apart(frontier: dict[str, dict]) -> None:
+    assert frontier["H"]["loss_threshold"] == 0.30
+    assert frontier["H"]["protocol"] != frontier["A"]["protocol"]
+    assert frontier["A"]["tasks"] == sorted([QUOTE, BRACKET])
+    assert frontier["I"]["tasks"] == [QUOTE]
+    assert frontier["I"]["n_not_found"] == 1
+    assert frontier["I"]["geomean_edges"] == pytest.approx(7.0)
+
+
+def test_zero_edge_circuit_gives_zero_mean(tmp_path: Path) -> None:
+    train = synthetic.train_job(tmp_path, sparsity_target=0.1, heldout_loss=2.0)
+    synthetic.prune_job(tmp_path, train, QUOTE, 0)
+    synthetic.prune_job(tmp_path, train, BRACKET, 50)
+    ingest(tmp_path)
+    (row,) = fetch(tmp_path, "SELECT geomean_edges FROM frontier").to_pylist()
+    assert row["geomean_edges"] == 0.0 and not math.isnan(row["geomean_edges"])

@@ -1,0 +1,162 @@
+"""SparseGPT: AbsTopK, the node-site hook, attention (causal, sink) and the parameter contract."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import Tensor
+
+from runtime.model import AbsTopK, GPTConfig, SparseGPT, sparse_parameters
+from spec.recipe import DataSpec, ModelSpec
+
+TINY = GPTConfig(vocab_size=300, context=16, n_layer=2, d_model=32, d_head=8, d_mlp=64)
+FULL = GPTConfig(vocab_size=300, context=16, n_layer=2, d_model=32, d_head=8, d_mlp=64,
+                 attention_sink=True, pos_emb="learned", bigram=True)
+SITES_PER_LAYER = ["attn_in", "q", "k", "v", "attn_out", "mlp_in", "mlp_neuron", "mlp_out"]
+
+
+def tokens(cfg: GPTConfig, batch: int = 3, seed: int = 0) -> Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(cfg.vocab_size, (batch, cfg.context), generator=generator)
+
+
+def model_for(cfg: GPTConfig, seed: int = 0) -> SparseGPT:
+    torch.manual_seed(seed)
+    return SparseGPT(cfg)
+
+
+@pytest.mark.parametrize(("afrac", "width", "k"), [(0.25, 32, 8), (0.1, 30, 3), (0.3, 10, 3),
+                                                    (0.01, 16, 1)])
+def test_abstopk_keeps_the_configured_fraction(afrac: float, width: int, k: int) -> None:
+    x = torch.randn(4, 5, width)
+    y = AbsTopK(afrac)(x)
+    kept = y != 0
+    assert bool((kept.sum(-1) == k).all())
+    assert torch.equal(y[kept], x[kept])
+    dropped_max = x.abs().masked_fill(kept, 0).amax(-1)
+    kept_min = x.abs().masked_fill(~kept, math.inf).amin(-1)
+    assert bool((kept_min >= dropped_max).all())
+
+
+def test_abstopk_identity_at_one_and_gradient_only_through_kept() -> None:
+    x = torch.randn(2, 8)
+    assert AbsTopK(1.0)(x) is x
+    x.requires_grad_(True)
+    AbsTopK(0.25)(x).sum().backward()
+    assert torch.equal(x.grad != 0, AbsTopK(0.25)(x.detach()) != 0)
+
+
+def test_forward_shape_and_config_from_specs() -> None:
+    cfg = GPTConfig.from_specs(ModelSpec(n_layer=1, d_model=32, d_head=16, afrac=0.5),
+                               DataSpec(vocab_size=300, context=16))
+    assert (cfg.n_head, cfg.d_mlp, cfg.context, cfg.vocab_size) == (2, 128, 16, 300)
+    assert model_for(cfg)(tokens(cfg)).shape == (3, 16, 300)
+
+
+def test_hook_sees_every_site_in_order_with_its_shape_after_abstopk() -> None:
+    model = model_for(TINY)
+    seen: list[tuple[str, tuple[int, ...], int]] = []
+
+    def record(site: str, x: Tensor) -> Tensor:
+        seen.append((site, tuple(x.shape), int((x != 0).sum(-1).max())))
+        return x
+
+    model.hook = record
+    model(tokens(TINY))
+    expected_sites = [f"l{layer}.{site}" for layer in range(2) for site in SITES_PER_LAYER]
+    assert [site for site, _, _ in seen] == [*expected_sites, "final_in"]
+    for site, shape, max_nonzero in seen:
+        width = 64 if site.endswith("mlp_neuron") else 32
+        assert shape == (3, 16, width)
+        assert max_nonzero <= width // 4  # AbsTopK ran before the hook
+
+
+def test_hook_can_replace_activations() -> None:
+    model = model_for(TINY)
+    idx = tokens(TINY)
+    baseline = model(idx)
+    model.hook = lambda site, x: torch.zeros_like(x) if site == "final_in" else x
+    assert torch.equal(model(idx), torch.zeros(3, 16, 300))  # no bias on the unembedding
+    model.hook = lambda site, x: torch.zeros_like(x) if site == "l1.mlp_neuron" else x
+    assert not torch.allclose(model(idx), baseline)
+    model.hook = None
+    assert torch.equal(model(idx), baseline)
+
+
+@pytest.mark.parametrize("cfg", [TINY, FULL], ids=["plain", "sink+learned+bigram"])
+def test_attention_is_causal(cfg: GPTConfig) -> None:
+    model = model_for(cfg)
+    idx = tokens(cfg)
+    changed = idx.clone()
+    changed[:, 10:] = (changed[:, 10:] + 1) % cfg.vocab_size
+    assert torch.allclose(model(idx)[:, :10], model(changed)[:, :10], atol=1e-6)
+    assert not torch.allclose(model(idx)[:, 10:], model(changed)[:, 10:])
+
+
+def test_sink_path_matches_sdpa_when_the_sink_is_off() -> None:
+    with_sink = model_for(GPTConfig(**{**vars(TINY), "attention_sink": True}))
+    plain = model_for(TINY)
+    state = {k: v for k, v in with_sink.state_dict().items() if not k.endswith("sink")}
+    plain.load_state_dict(state)
+    with torch.no_grad():
+        for block in with_sink.blocks:
+            block.attn.sink.fill_(-1e9)  # a sink nobody attends to
+    idx = tokens(TINY)
+    assert torch.allclose(with_sink(idx), plain(idx), atol=1e-5)
+
+
+def test_a_dominant_sink_silences_attention() -> None:
+    model = model_for(GPTConfig(**{**vars(TINY), "attention_sink": True}))
+    outputs: dict[str, Tensor] = {}
+
+    def record(site: str, x: Tensor) -> Tensor:
+        outputs[site] = x
+        return x
+
+    model.hook = record
+    with torch.no_grad():
+        for block in model.blocks:
+            block.attn.sink.fill_(1e4)
+            block.attn.o_proj.bias.zero_()
+        model(tokens(TINY))
+    assert float(outputs["l0.attn_out"].abs().max()) == 0.0
+
+
+def test_bigram_adds_the_current_tokens_row() -> None:
+    cfg = GPTConfig(**{**vars(TINY), "bigram": True})
+    model = model_for(cfg)
+    idx = tokens(cfg)
+    with torch.no_grad():
+        before = model(idx)
+        model.bigram.weight[idx[0, 3], 7] = 5.0
+        after = model(idx)
+    assert float(after[0, 3, 7] - before[0, 3, 7]) == pytest.approx(5.0)
+
+
+def test_parameter_names_follow_the_contract() -> None:
+    names = {name: tuple(p.shape) for name, p in model_for(FULL).named_parameters()}
+    d, d_mlp, vocab = 32, 64, 300
+    expected = {"wte.weight": (vocab, d), "wpe.weight": (16, d), "ln_f.weight": (d,),
+                "lm_head.weight": (vocab, d), "bigram.weight": (vocab, vocab)}
+    for layer in range(2):
+        prefix = f"blocks.{layer}"
+        expected |= {f"{prefix}.ln_attn.weight": (d,), f"{prefix}.ln_mlp.weight": (d,),
+                     f"{prefix}.attn.sink": (4,),
+                     f"{prefix}.mlp.fc.weight": (d_mlp, d), f"{prefix}.mlp.fc.bias": (d_mlp,),
+                     f"{prefix}.mlp.proj.weight": (d, d_mlp), f"{prefix}.mlp.proj.bias": (d,)}
+        for proj in ("q_proj", "k_proj", "v_proj", "o_proj"):
+            expected |= {f"{prefix}.attn.{proj}.weight": (d, d), f"{prefix}.attn.{proj}.bias": (d,)}
+    assert names == expected
+
+
+def test_sparse_parameters_exclude_gains_sinks_and_bigram() -> None:
+    model = model_for(FULL)
+    sparse = {name for name, _ in sparse_parameters(model)}
+    dense = set(dict(model.named_parameters())) - sparse
+    assert dense == {"ln_f.weight", "bigram.weight"} | {
+        f"blocks.{layer}.{name}" for layer in range(2)
+        for name in ("ln_attn.weight", "ln_mlp.weight", "attn.sink")
+    }
+    assert {"wte.weight", "wpe.weight", "lm_head.weight", "blocks.0.mlp.fc.bias"} <= sparse

@@ -1,0 +1,106 @@
+"""The ``stats`` and ``prune`` job kinds end to end through ``runtime.job`` on a tiny workspace."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from runtime.checkpoint import save_model
+from runtime.job import run_job
+from runtime.jobs.stats import mean_tokens
+from runtime.model import GPTConfig, SparseGPT
+from runtime.synthetic import synthetic_programs
+from runtime.tasks import get_task
+from runtime.tokenizer import save_tokenizer, train_tokenizer
+
+TASK = "single_double_quote"
+RESULT_FIELDS = {
+    "task", "loss_threshold", "achieved_loss", "full_model_loss", "n_nodes", "nodes_by_kind",
+    "n_edges", "edges_by_type", "sufficiency_loss", "necessity_loss", "found", "reason",
+}
+
+
+def make_workspace(root: Path, required: tuple[str, ...]) -> Path:
+    """tokenize and train job folders as those jobs would leave them (an untrained model)."""
+    texts = [text for _, text in synthetic_programs(0, 20_000)]
+    tokenizer = train_tokenizer(texts, 320, required)
+    tokenize = root / "jobs" / "tokenize-x"
+    tokenize.mkdir(parents=True)
+    save_tokenizer(tokenizer, tokenize / "tokenizer.json")
+    ids = np.array(tokenizer.encode("\n".join(texts)).ids, dtype=np.uint16)
+    ids.tofile(tokenize / "train.bin")
+    torch.manual_seed(0)
+    cfg = GPTConfig(vocab_size=tokenizer.get_vocab_size(), context=64, n_layer=1, d_model=16,
+                    d_head=8, d_mlp=32)
+    train = root / "jobs" / "train-x"
+    train.mkdir()
+    save_model(SparseGPT(cfg), cfg, train / "model.safetensors")
+    return root
+
+
+def write_config(root: Path, name: str, config: dict) -> Path:
+    job_dir = root / "jobs" / name
+    job_dir.mkdir()
+    (job_dir / "config.json").write_text(json.dumps({"key": name * 4, **config}))
+    return job_dir
+
+
+def prune_config(threshold: float) -> dict:
+    return {
+        "kind": "prune", "seed": 0, "task": TASK,
+        "prune": {"loss_threshold": threshold, "steps": 3, "batch_size": 4, "train_pairs": 8,
+                  "heldout_pairs": 8},
+        "inputs": {"tokenize": "jobs/tokenize-x", "train": "jobs/train-x",
+                   "stats": "jobs/stats-x"},
+    }
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = make_workspace(tmp_path_factory.mktemp("ws"), get_task(TASK).candidates)
+    stats = write_config(root, "stats-x", {
+        "kind": "stats", "seed": 0, "mean_tokens": 300,
+        "inputs": {"tokenize": "jobs/tokenize-x", "train": "jobs/train-x"},
+    })
+    results = run_job(stats)
+    assert results["n_sites"] == 9 and results["n_tokens"] == 300
+    assert (stats / "means.safetensors").is_file()
+    return root
+
+
+def test_prune_job_finds_a_circuit(workspace: Path) -> None:
+    # An untrained model sits near chance (ln 2), so a loose threshold is reachable.
+    job_dir = write_config(workspace, "prune-found", prune_config(threshold=2.0))
+    results = run_job(job_dir)
+    assert results.keys() >= RESULT_FIELDS
+    assert results["found"] and results["reason"] is None
+    assert results["achieved_loss"] <= 2.0
+    assert results["n_edges"] == sum(results["edges_by_type"].values())
+    circuit = json.loads((job_dir / "circuit.json").read_text())
+    assert circuit["n_nodes"] == results["n_nodes"] == len(circuit["nodes"])
+
+
+def test_prune_job_reports_an_unreachable_threshold(workspace: Path) -> None:
+    job_dir = write_config(workspace, "prune-missed", prune_config(threshold=1e-3))
+    results = run_job(job_dir)
+    assert results.keys() >= RESULT_FIELDS
+    assert not results["found"] and "misses the threshold" in results["reason"]
+    assert results["n_edges"] is None
+    assert json.loads((job_dir / "circuit.json").read_text())["found"] is False
+
+
+def test_prune_job_refuses_multi_token_candidates(tmp_path: Path) -> None:
+    root = make_workspace(tmp_path, required=())  # nothing forces the answers to be one token
+    job_dir = write_config(root, "prune-bad", prune_config(threshold=2.0))
+    with pytest.raises(ValueError, match="not single tokens"):
+        run_job(job_dir)
+    assert not (job_dir / "results.json").exists()
+
+
+def test_stats_reads_mean_tokens_from_either_config_shape() -> None:
+    assert mean_tokens({"mean_tokens": 5}) == 5  # the compiler's shape
+    assert mean_tokens({"prune": {"mean_tokens": 7}}) == 7  # docs/jobs.md's first shape
