@@ -353,6 +353,72 @@ def tasks(
 
 
 @app.command()
+def status(
+    recipe: Annotated[
+        Path | None, typer.Argument(help="A recipe: states of its plan's jobs.", show_default=False)
+    ] = None,
+    set_: SetOpt = None,
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """Show job states per stage (done, failed, running/queued, not started) with each failure's
+    reason; for a recipe that ran on SLURM, the states come from SLURM accounting.
+
+    Example: xcompile status recipes/quickstart.yaml
+    """
+    from results.jobs import UnreadableJob, job_dirs, read_job
+    from runtime.job import PROGRESS_FILE
+
+    ws = _workspace(workspace)
+    if recipe is None:
+        folders = job_dirs(ws)
+        kinds = dict.fromkeys(k for k in STAGES if any(p.name.startswith(k) for p in folders))
+        labels = {path.name: path for path in folders}
+    else:
+        compiled = _compile(recipe, set_, ws)
+        kinds = dict.fromkeys(STAGES[:-1], "")
+        labels = {
+            job.name: ws / job.rel_dir for job in compiled.jobs.values() if job.kind != "ingest"
+        }
+    backend_states = _backend_states(compiled, ws) if recipe is not None else {}
+    counts: dict[tuple[str, str], int] = {}
+    failures: list[tuple[str, str]] = []
+    for name, path in labels.items():
+        try:
+            job = read_job(path)
+            state, error = job.state, job.error
+        except UnreadableJob:
+            state, error = "not started", None
+        if state == "pending":  # no results, no failure: started (running or killed) or not
+            state = "started" if (path / PROGRESS_FILE).is_file() else "not started"
+        state = backend_states.get(name, state) if state in ("started", "not started") else state
+        counts[(name.split("-", 1)[0], state)] = counts.get((name.split("-", 1)[0], state), 0) + 1
+        if error:
+            failures.append((name, error))
+    states = sorted({state for _, state in counts}, key=_state_order)
+    table = Table("stage", *states, title=f"jobs in {ws}")
+    for kind in kinds:
+        table.add_row(kind, *(str(counts.get((kind, state), "")) for state in states))
+    out.print(table)
+    for name, error in failures:
+        out.print(f"[red]{name}[/]: {error}", highlight=False)
+
+
+def _state_order(state: str) -> int:
+    order = ("done", "running", "started", "pending", "not started", "failed", "invalid")
+    return order.index(state) if state in order else len(order)
+
+
+def _backend_states(compiled: Plan, ws: Path) -> dict[str, str]:
+    """Live states of submitted jobs, for a recipe on the SLURM backend (job name → state)."""
+    if compiled.recipe.resources.backend != "slurm":
+        return {}
+    from runtime.executors import slurm
+
+    names = {job.key: job.name for job in compiled.jobs.values()}
+    return {names[key]: state.lower() for key, state in slurm.status(ws, compiled).items()}
+
+
+@app.command()
 def schema(
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Write to a file.")] = None,
 ) -> None:

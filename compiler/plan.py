@@ -40,6 +40,11 @@ class Job:
         return f"{self.kind}-{self.key[:12]}"
 
     @property
+    def runs_after_failures(self) -> bool:
+        """Ingest loads whatever finished, so a failed upstream job must not hold it back."""
+        return self.kind == "ingest"
+
+    @property
     def rel_dir(self) -> str:
         return f"{JOBS_DIR}/{self.name}"
 

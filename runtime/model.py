@@ -173,8 +173,10 @@ class SparseGPT(nn.Module):
     def _site(self, name: str, x: Tensor) -> Tensor:
         return x if self.hook is None else self.hook(name, x)
 
-    def forward(self, idx: Tensor) -> Tensor:
-        """``idx`` (B, T) token ids → next-token logits (B, T, V)."""
+    def forward(self, idx: Tensor, positions: Tensor | None = None) -> Tensor:
+        """``idx`` (B, T) token ids → next-token logits (B, T, V). With ``positions`` (B,), only
+        the logits at one position per row, (B, V): all a task loss needs, and it skips most of
+        the unembedding, which dominates small models."""
         T = idx.shape[1]
         if self.cfg.context < T:
             raise ValueError(f"sequence length {T} exceeds the context {self.cfg.context}")
@@ -183,8 +185,11 @@ class SparseGPT(nn.Module):
             x = x + self.wpe(torch.arange(T, device=idx.device))
         for layer, block in enumerate(self.blocks):
             x = block(x, lambda name, a, layer=layer: self._site(f"l{layer}.{name}", a))
-        x = self._site("final_in", self.topk(self.ln_f(x)))  # (B, T, C)
-        logits = self.lm_head(x)  # (B, T, V)
+        if positions is not None:
+            rows = torch.arange(len(positions), device=idx.device)
+            x, idx = x[rows, positions], idx[rows, positions]  # (B, C), (B,)
+        x = self._site("final_in", self.topk(self.ln_f(x)))  # (B, T, C) or (B, C)
+        logits = self.lm_head(x)  # (B, T, V) or (B, V)
         if self.bigram is not None:
             logits = logits + self.bigram(idx)  # the current (last seen) token's row
         return logits

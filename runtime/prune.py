@@ -194,8 +194,7 @@ def gate_hook(layout: NodeLayout, gates: Tensor,
 
 def task_loss(model: nn.Module, batch: PairBatch) -> Tensor:
     """Mean over prompts of the two-way cross-entropy between the correct answer and the other."""
-    logits = model(batch.tokens)  # (2N, T, V)
-    last = logits[torch.arange(len(batch.last), device=logits.device), batch.last]  # (2N, V)
+    last = model(batch.tokens, batch.last)  # (2N, V): logits at each prompt's last token
     two = last.gather(1, batch.candidates).float()  # (2N, 2), the correct answer in column 0
     return F.cross_entropy(two, torch.zeros(len(two), dtype=torch.long, device=two.device))
 

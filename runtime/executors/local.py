@@ -40,6 +40,7 @@ class JobSpec(Protocol):
     name: str
     rel_dir: str
     deps: tuple[str, ...]
+    runs_after_failures: bool
 
 
 @dataclass
@@ -94,7 +95,7 @@ class LocalExecutor:
             overall = progress.add_task("jobs", total=len(jobs), info="")
             current = progress.add_task("", total=None, info="", visible=False)
             for job in jobs:
-                if any(dep in blocked for dep in job.deps):
+                if not job.runs_after_failures and any(dep in blocked for dep in job.deps):
                     blocked.add(job.key)
                     summary.skipped.append(job.key)
                     progress.advance(overall)

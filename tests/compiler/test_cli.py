@@ -4,26 +4,21 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+Xcompile = Callable[..., subprocess.CompletedProcess[str]]  # the `xcompile` fixture
+
+
 RECIPES = sorted((Path(__file__).parents[2] / "recipes").glob("*.yaml"))
 
 
-def xcompile(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "compiler.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        timeout=120,
-    )
-
-
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.name)
-def test_shipped_recipes_validate_and_plan(recipe: Path, tmp_path: Path) -> None:
+def test_shipped_recipes_validate_and_plan(
+    recipe: Path, tmp_path: Path, xcompile: Xcompile
+) -> None:
     assert xcompile("validate", str(recipe)).returncode == 0
     result = xcompile("plan", str(recipe), "--json", "-w", str(tmp_path))
     assert result.returncode == 0, result.stderr
@@ -33,7 +28,9 @@ def test_shipped_recipes_validate_and_plan(recipe: Path, tmp_path: Path) -> None
     assert all(not job["cached"] for job in plan["jobs"])
 
 
-def test_bad_recipe_exits_2_with_position_and_no_traceback(tmp_path: Path) -> None:
+def test_bad_recipe_exits_2_with_position_and_no_traceback(
+    tmp_path: Path, xcompile: Xcompile
+) -> None:
     recipe = tmp_path / "bad.yaml"
     recipe.write_text("name: x\ntrain:\n  lr: fast\n", encoding="utf-8")
     result = xcompile("plan", str(recipe), "-w", str(tmp_path))
@@ -42,7 +39,7 @@ def test_bad_recipe_exits_2_with_position_and_no_traceback(tmp_path: Path) -> No
     assert "Traceback" not in result.stderr
 
 
-def test_bad_override_and_bad_arguments_exit_2(tmp_path: Path) -> None:
+def test_bad_override_and_bad_arguments_exit_2(tmp_path: Path, xcompile: Xcompile) -> None:
     quickstart = str(RECIPES[[p.name for p in RECIPES].index("quickstart.yaml")])
     result = xcompile("validate", quickstart, "--set", "model.n_layer=0")
     assert result.returncode == 2
@@ -56,12 +53,12 @@ def test_bad_override_and_bad_arguments_exit_2(tmp_path: Path) -> None:
     assert not (tmp_path / "jobs").exists()  # nothing half-written
 
 
-def test_every_verb_has_help_with_an_example() -> None:
+def test_every_verb_has_help_with_an_example(xcompile: Xcompile) -> None:
     for verb in ("validate", "plan", "run", "schema"):
         result = xcompile(verb, "--help")
         assert result.returncode == 0 and "Example: xcompile" in result.stdout, verb
 
 
-def test_schema_is_json_schema() -> None:
+def test_schema_is_json_schema(xcompile: Xcompile) -> None:
     schema = json.loads(xcompile("schema").stdout)
     assert schema["title"] == "Recipe" and "sparsity" in schema["properties"]

@@ -1,4 +1,4 @@
-"""Every SQL example in docs/store.md runs against a real store (they go into the README)."""
+"""Every SQL example in docs/store.md and README.md runs against a real store."""
 
 from __future__ import annotations
 
@@ -10,12 +10,13 @@ import pytest
 from results import run_query, synthetic
 from results.ingest import ingest
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "store.md"
-EXAMPLES = re.findall(r"```sql\n(.*?)```", DOC.read_text(), flags=re.DOTALL)
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = [sql for doc in (ROOT / "docs" / "store.md", ROOT / "README.md")
+            for sql in re.findall(r"```sql\n(.*?)```", doc.read_text(), flags=re.DOTALL)]
 
 
 def test_the_doc_has_examples() -> None:
-    assert len(EXAMPLES) >= 5
+    assert len(EXAMPLES) >= 7
 
 
 @pytest.mark.parametrize("sql", EXAMPLES, ids=[f"example{i}" for i in range(len(EXAMPLES))])

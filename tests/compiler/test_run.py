@@ -1,0 +1,100 @@
+"""`xcompile run` end to end on a tiny recipe: real tokenizing, training, pruning and ingest."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import duckdb
+
+Xcompile = Callable[..., subprocess.CompletedProcess[str]]  # the `xcompile` fixture
+
+
+TINY = """\
+name: tiny
+data: {corpus: synthetic, max_bytes: 150K, vocab_size: 400, context: 32}
+model: {n_layer: 1, d_model: 16, d_head: 8}
+train: {tokens: 40K, batch_size: 8, eval_every: 20, eval_tokens: 2K, checkpoint_every: 20}
+sparsity: {target: 0.5}
+prune: {tasks: [while_return_true], steps: 4, batch_size: 8, train_pairs: 16,
+        heldout_pairs: 16, mean_tokens: 2K, loss_threshold: 5.0}
+sweep: {sparsity.target: [1.0, 0.5]}
+"""
+
+
+def write_recipe(tmp_path: Path, text: str = TINY) -> Path:
+    path = tmp_path / "tiny.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_run_trains_prunes_ingests_then_is_all_cached(tmp_path: Path, xcompile: Xcompile) -> None:
+    recipe, ws = write_recipe(tmp_path), tmp_path / "ws"
+    first = xcompile("run", str(recipe), "-w", str(ws))
+    assert first.returncode == 0, first.stderr
+    store = duckdb.connect(str(ws / "store.duckdb"), read_only=True)
+    runs = store.sql(
+        "select sparsity_target, n_params, n_nonzero, heldout_loss from runs "
+        "order by sparsity_target"
+    ).fetchall()
+    circuits = store.sql("select task, found from circuits").fetchall()
+    store.close()
+    assert [row[0] for row in runs] == [0.5, 1.0]
+    assert runs[0][2] < runs[1][2] <= runs[1][1]  # the sparse model has fewer nonzeros
+    assert len(circuits) == 2 and all(task == "while_return_true" for task, _ in circuits)
+    again = xcompile("run", str(recipe), "-w", str(ws))
+    assert again.returncode == 0 and "7 cached, 1 to run" in again.stderr  # only ingest runs
+    plan = json.loads(xcompile("plan", str(recipe), "-w", str(ws), "--json").stdout)
+    assert all(job["cached"] for job in plan["jobs"] if job["kind"] != "ingest")
+
+
+def test_failed_job_exits_1_skips_dependents_and_explains(
+    tmp_path: Path, xcompile: Xcompile
+) -> None:
+    corpus = tmp_path / "code"
+    corpus.mkdir()
+    (corpus / "a.py").write_text("x = 1\n")  # far too little text for a held-out split
+    recipe = write_recipe(
+        tmp_path, TINY.replace("corpus: synthetic, max_bytes: 150K", f"corpus: {corpus}")
+    )
+    ws = tmp_path / "ws"
+    result = xcompile("run", str(recipe), "-w", str(ws))
+    assert result.returncode == 1
+    assert "FAILED tokenize-" in result.stderr and "re-run by hand:" in result.stderr
+    assert "1 job(s) failed, 6 skipped" in result.stderr  # all but ingest, which still runs
+    assert (ws / "store.duckdb").is_file()
+    assert "Traceback" not in result.stderr.split("re-run by hand:")[-1]
+    plan = json.loads(xcompile("plan", str(recipe), "-w", str(ws), "--json").stdout)
+    tokenize = next(job for job in plan["jobs"] if job["kind"] == "tokenize")
+    assert tokenize["why"].startswith("failed last time: ")
+
+
+def test_ctrl_c_keeps_finished_jobs_and_the_rerun_resumes(
+    tmp_path: Path, xcompile: Xcompile
+) -> None:
+    recipe = write_recipe(tmp_path, TINY.replace("tokens: 40K", "tokens: 400K"))
+    ws = tmp_path / "ws"
+    child = subprocess.Popen(
+        [sys.executable, "-m", "compiler.cli", "run", str(recipe), "-w", str(ws)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not list(ws.glob("jobs/train-*/checkpoints/*.safetensors")):
+        assert time.monotonic() < deadline and child.poll() is None
+        time.sleep(0.2)
+    child.send_signal(signal.SIGINT)
+    _, stderr = child.communicate(timeout=60)
+    assert child.returncode == 130, stderr
+    assert "interrupted" in stderr
+    plan = json.loads(xcompile("plan", str(recipe), "-w", str(ws), "--json").stdout)
+    by_kind = {job["kind"]: job for job in plan["jobs"]}
+    assert by_kind["tokenize"]["cached"]
+    train = next(job for job in plan["jobs"] if job["kind"] == "train" and not job["cached"])
+    assert "resumes from" in train["why"]
