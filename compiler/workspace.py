@@ -22,8 +22,8 @@ import yaml
 from compiler.code_version import ROOT, code_version
 from compiler.keys import diff_configs
 from compiler.plan import Plan
-from runtime.executors.local import FAILED_FILE
 from runtime.io import read_json, write_atomic, write_json_atomic
+from runtime.job import COMMAND_FILE, CONFIG_FILE, FAILED_FILE, JOBS_DIR
 
 PACKAGES = ("torch", "numpy", "tokenizers", "duckdb", "pydantic", "submitit", "xcompile")
 
@@ -35,26 +35,16 @@ def job_command(job_dir: Path) -> str:
 def git_state() -> tuple[str | None, bool | None]:
     """The commit of the code that compiled the plan, and whether its tree was dirty."""
     try:
-        commit = subprocess.run(
-            ["git", "-C", str(ROOT), "rev-parse", "HEAD"],
-            check=True,
-            capture_output=True,
-            text=True,
-            timeout=5,
-        ).stdout.strip()
-        dirty = (
-            subprocess.run(
-                ["git", "-C", str(ROOT), "status", "--porcelain"],
-                check=True,
-                capture_output=True,
-                text=True,
-                timeout=5,
-            ).stdout.strip()
-            != ""
-        )
+        return _git("rev-parse", "HEAD"), _git("status", "--porcelain") != ""
     except (OSError, subprocess.SubprocessError):
         return None, None
-    return commit, dirty
+
+
+def _git(*args: str) -> str:
+    run = subprocess.run(
+        ["git", "-C", str(ROOT), *args], check=True, capture_output=True, text=True, timeout=5
+    )
+    return run.stdout.strip()
 
 
 def package_versions() -> dict[str, str]:
@@ -88,9 +78,11 @@ def materialize(plan: Plan, workspace: Path) -> None:
             "labels": list(job.labels),
             "code_version": code_version(job.kind),
         }
-        write_json_atomic(job_dir / "config.json", {**job.config, "meta": meta})
+        write_json_atomic(job_dir / CONFIG_FILE, {**job.config, "meta": meta})
         command = job_command(job_dir) + "\n"
-        write_atomic(job_dir / "command", lambda handle, text=command: handle.write(text.encode()))
+        write_atomic(
+            job_dir / COMMAND_FILE, lambda handle, text=command: handle.write(text.encode())
+        )
     recipe_yaml = yaml.safe_dump(plan.recipe.model_dump(mode="json"), sort_keys=False)
     write_atomic(
         workspace / "recipes" / f"{plan.recipe.name}-{plan.recipe_hash}.yaml",
@@ -114,7 +106,7 @@ def reasons(plan: Plan, workspace: Path) -> dict[str, str]:
             error = read_json(job_dir / FAILED_FILE).get("error", "unknown error")
             why[job.key] = f"failed last time: {error}"
             continue
-        if (job_dir / "config.json").is_file():
+        if (job_dir / CONFIG_FILE).is_file():
             why[job.key] = "started before but not finished" + _resume_hint(job_dir)
             continue
         old_keys = {
@@ -133,7 +125,7 @@ def _resume_hint(job_dir: Path) -> str:
 
 def _changed(config: dict[str, Any], kind: str, old_keys: set[str], workspace: Path) -> str:
     for old_key in sorted(old_keys):
-        old_path = workspace / "jobs" / f"{kind}-{old_key[:12]}" / "config.json"
+        old_path = workspace / JOBS_DIR / f"{kind}-{old_key[:12]}" / CONFIG_FILE
         if not old_path.is_file():
             continue
         old = json.loads(old_path.read_text(encoding="utf-8"))

@@ -18,13 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from results.store import StoreError
+from runtime.job import CONFIG_FILE, FAILED_FILE, JOBS_DIR, LOG_FILE, RESULTS_FILE
 
-JOBS_DIR = "jobs"
-CONFIG_FILE = "config.json"
-RESULTS_FILE = "results.json"
-FAILED_FILE = "failed.json"
-LOG_FILE = "log.txt"
-COMMAND_FILE = "command"
 CIRCUIT_FILE = "circuit.json"
 TRACEBACK_MARK = "Traceback (most recent call last)"
 LOG_TAIL_BYTES = 16_384
@@ -145,8 +140,14 @@ def circuit_nodes(raw: bytes) -> list[dict[str, Any]]:
     result = []
     for node in nodes:
         kind, layer = parse_site(str(node["site"]))
-        result.append({"site": str(node["site"]), "index": int(node["index"]),
-                       "kind": node.get("kind", kind), "layer": node.get("layer", layer)})
+        result.append(
+            {
+                "site": str(node["site"]),
+                "index": int(node["index"]),
+                "kind": node.get("kind", kind),
+                "layer": node.get("layer", layer),
+            }
+        )
     return result
 
 

@@ -15,8 +15,14 @@ from typing import Any, Protocol
 from runtime.io import read_json, write_json_atomic
 
 JOB_KINDS = ("tokenize", "train", "stats", "prune", "ingest")
-RESULTS_FILE = "results.json"
-PROGRESS_FILE = "progress.json"
+JOBS_DIR = "jobs"  # <workspace>/jobs/<kind>-<key12>/
+# The files of a job folder (docs/jobs.md) that more than one part reads or writes.
+CONFIG_FILE = "config.json"  # compiler
+COMMAND_FILE = "command"  # compiler
+LOG_FILE = "log.txt"  # executor
+RESULTS_FILE = "results.json"  # runtime, last and atomically: the job is done
+PROGRESS_FILE = "progress.json"  # runtime, while it runs
+FAILED_FILE = "failed.json"  # executor, when the job failed
 
 
 class Progress:
@@ -46,7 +52,7 @@ def is_complete(job_dir: Path) -> bool:
 
 def run_job(job_dir: Path) -> dict[str, Any]:
     job_dir = job_dir.resolve()
-    config = read_json(job_dir / "config.json")
+    config = read_json(job_dir / CONFIG_FILE)
     kind = config["kind"]
     if kind not in JOB_KINDS:
         raise ValueError(f"{job_dir}: unknown job kind {kind!r}")

@@ -23,10 +23,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from runtime.io import read_json, write_json_atomic
-from runtime.job import PROGRESS_FILE, RESULTS_FILE
+from runtime.job import COMMAND_FILE, FAILED_FILE, LOG_FILE, PROGRESS_FILE, RESULTS_FILE
 
-FAILED_FILE = "failed.json"
-LOG_FILE = "log.txt"
 LOG_TAIL_LINES = 20
 POLL_S = 0.25
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -153,7 +151,9 @@ class LocalExecutor:
         if tail:
             self.console.print(f"[dim]--- last lines of {job_dir / LOG_FILE} ---[/]")
             self.console.print(tail, markup=False, highlight=False)
-        self.console.print(f"re-run by hand: [bold]{(job_dir / 'command').read_text().strip()}[/]")
+        self.console.print(
+            f"re-run by hand: [bold]{(job_dir / COMMAND_FILE).read_text().strip()}[/]"
+        )
 
 
 def _stop(child: subprocess.Popen[bytes]) -> None:

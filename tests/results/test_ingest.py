@@ -11,8 +11,8 @@ import pytest
 
 from results import StoreError, synthetic
 from results.ingest import exclusive_lock, ingest
-from results.jobs import CONFIG_FILE, RESULTS_FILE
 from results.store import LOCK_FILE, TABLES, store_path
+from runtime.job import CONFIG_FILE, RESULTS_FILE
 
 CONTENT_TABLES = [t for t in TABLES if t != "store_meta"]
 
