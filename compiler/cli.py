@@ -10,19 +10,22 @@ import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from compiler import estimate
-from compiler.plan import STAGES, Plan, compile_plan
+from compiler.plan import STAGES, Job, Plan, compile_plan
 from compiler.sweep import expand
 from compiler.workspace import materialize, reasons
 from spec.errors import Problem, RecipeError
 from spec.loader import load_recipe
 from spec.recipe import Recipe
+
+if TYPE_CHECKING:
+    from runtime.executors.local import RunSummary
 
 DEFAULT_WORKSPACE = Path("xcompile-runs")
 
@@ -181,37 +184,84 @@ def run(
     backend: Annotated[
         str | None, typer.Option(help="local or slurm [default: the recipe's resources.backend].")
     ] = None,
+    detach: Annotated[
+        bool, typer.Option(help="slurm: return once the plan is queued; `status` follows it.")
+    ] = False,
 ) -> None:
     """Run a recipe: tokenize, train, prune and ingest, skipping everything already done.
 
-    Example: xcompile run recipes/quickstart.yaml --set train.tokens=1M
+    Example: xcompile run recipes/quickstart.yaml --set train.tokens=2M
     """
     ws = _workspace(workspace)
     compiled = _compile(recipe, set_, ws)
     chosen = backend or compiled.recipe.resources.backend
     if chosen not in ("local", "slurm"):
         raise BadInput(f"--backend: unknown backend {chosen!r} (local or slurm)")
-    if chosen == "slurm":
-        raise BadInput("--backend slurm: the SLURM executor is not available yet in this build")
     pending = compiled.pending()
     cached = len(compiled.jobs) - len(pending)
     err.print(
         f"{compiled.recipe.name}: {len(compiled.jobs)} jobs, {cached} cached, "
-        f"{len(pending)} to run in {ws}"
+        f"{len(pending)} to run on {chosen} in {ws}"
     )
     materialize(compiled, ws)
-    from runtime.executors.local import LocalExecutor
-
-    try:
-        summary = LocalExecutor(ws, err).run(pending)
-    except KeyboardInterrupt:
-        raise Interrupted from None
+    summary = _run_slurm(compiled, ws, detach) if chosen == "slurm" else _run_local(pending, ws)
+    if summary is None:
+        return
     if not summary.ok:
         raise JobsFailed(
             f"{len(summary.failed)} job(s) failed, {len(summary.skipped)} skipped "
             "because their inputs failed; finished jobs are cached"
         )
     err.print(f"[green]done[/]: {len(summary.done)} ran, {cached} cached")
+
+
+def _run_local(pending: list[Job], ws: Path) -> RunSummary:
+    from runtime.executors.local import LocalExecutor
+
+    try:
+        return LocalExecutor(ws, err).run(pending)
+    except KeyboardInterrupt:
+        raise Interrupted from None
+
+
+def _run_slurm(compiled: Plan, ws: Path, detach: bool) -> RunSummary | None:
+    """Queue the plan; then follow it unless detached. Ctrl-C while following only detaches:
+    the jobs keep running on the cluster and `xcompile status` picks them up."""
+    from runtime.executors.slurm import SlurmError, SlurmExecutor
+
+    executor = SlurmExecutor(ws, compiled.recipe.resources)
+    try:
+        submission = executor.submit(compiled)
+    except SlurmError as error:
+        raise BadInput(str(error)) from None
+    arrays = ", ".join(f"{kind} {array}" for kind, array in submission.arrays.items())
+    err.print(
+        f"queued {len(submission.submitted)} job(s) ({arrays or 'no new arrays'}); "
+        f"{len(submission.in_flight)} already queued or running"
+    )
+    if detach:
+        err.print("detached: follow with `xcompile status RECIPE`")
+        return None
+    try:
+        return executor.follow(
+            submission, lambda handle, state: err.print(f"{handle.name}: {state}", highlight=False)
+        )
+    except KeyboardInterrupt:
+        err.print("detached: the jobs keep running; follow with `xcompile status RECIPE`")
+        return None
+
+
+@app.command()
+def cancel(recipe: RecipeArg, set_: SetOpt = None, workspace: WorkspaceOpt = None) -> None:
+    """Cancel a recipe's queued and running SLURM jobs; finished jobs stay cached.
+
+    Example: xcompile cancel recipes/paper.yaml
+    """
+    from runtime.executors.slurm import cancel as cancel_jobs
+
+    ws = _workspace(workspace)
+    cancelled = cancel_jobs(ws, _compile(recipe, set_, ws))
+    err.print(f"cancelled {len(cancelled)} job(s)")
 
 
 @contextlib.contextmanager
@@ -409,13 +459,17 @@ def _state_order(state: str) -> int:
 
 
 def _backend_states(compiled: Plan, ws: Path) -> dict[str, str]:
-    """Live states of submitted jobs, for a recipe on the SLURM backend (job name → state)."""
-    if compiled.recipe.resources.backend != "slurm":
-        return {}
-    from runtime.executors import slurm
+    """SLURM's states of the jobs that were submitted there (job name → state, lower case)."""
+    from runtime.executors.slurm import NOT_SUBMITTED, RECORD_FILE, status
 
+    if not any((ws / job.rel_dir / RECORD_FILE).is_file() for job in compiled.pending()):
+        return {}
     names = {job.key: job.name for job in compiled.jobs.values()}
-    return {names[key]: state.lower() for key, state in slurm.status(ws, compiled).items()}
+    return {
+        names[key]: state.lower()
+        for key, state in status(ws, compiled).items()
+        if state != NOT_SUBMITTED
+    }
 
 
 @app.command()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from html import escape
 
@@ -9,6 +10,7 @@ SITE_ROWS = ("attn_in", "q", "k", "v", "attn_out", "mlp_in", "mlp_neuron", "mlp_
 CELL_W, CELL_H, LABEL_W, HEADER_H = 78, 20, 84, 36
 DOTS_PER_CELL = 10  # beyond this a cell shows dots and a "+n" count
 DOT_R, DOT_STEP = 2.6, 6.6
+HEADING_CHAR_W = 6.5  # an upper bound on a bold 10 px sans character: the heading must not clip
 
 
 def circuit_svg(
@@ -17,15 +19,16 @@ def circuit_svg(
     """``nodes`` are (kind, layer) pairs, layer None for ``final_in``; layers ≥ n_layer widen it."""
     layers = max([n_layer] + [layer + 1 for _, layer in nodes if layer is not None])
     counts = Counter((kind, layers if layer is None else layer) for kind, layer in nodes)
-    width = LABEL_W + CELL_W * (layers + 1) + 8
-    height = HEADER_H + CELL_H * len(SITE_ROWS) + 6
     edges = "?" if n_edges is None else str(n_edges)
+    heading = f"{title} — {len(nodes)} nodes, {edges} edges"
+    # A long task name outgrows a narrow (few-layer) grid; SVG clips at its width, so widen it.
+    width = max(LABEL_W + CELL_W * (layers + 1) + 8, 8 + math.ceil(HEADING_CHAR_W * len(heading)))
+    height = HEADER_H + CELL_H * len(SITE_ROWS) + 6
     parts = [
         f'<svg width="{width}" height="{height}" '
         f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="10" role="img">',
         f"<title>{escape(title)}: {len(nodes)} nodes, {edges} edges</title>",
-        f'<text x="4" y="12" font-weight="bold">{escape(title)} — {len(nodes)} nodes, '
-        f"{edges} edges</text>",
+        f'<text x="4" y="12" font-weight="bold">{escape(heading)}</text>',
     ]
     for col in range(layers + 1):
         x = LABEL_W + col * CELL_W

@@ -43,14 +43,19 @@ class Progress:
 class JobKind(Protocol):
     def run(
         self, config: dict[str, Any], job_dir: Path, workspace: Path, progress: Progress
-    ) -> dict[str, Any]: ...
+    ) -> dict[str, Any] | None:
+        """The job's results; None in a data-parallel process other than rank 0, which reports
+        for all of them."""
+        ...
 
 
 def is_complete(job_dir: Path) -> bool:
     return (job_dir / RESULTS_FILE).is_file()
 
 
-def run_job(job_dir: Path) -> dict[str, Any]:
+def run_job(job_dir: Path) -> dict[str, Any] | None:
+    """Run the job in ``job_dir`` and write its ``results.json``; returns the results, or None in
+    a data-parallel process other than rank 0 (which writes nothing)."""
     job_dir = job_dir.resolve()
     config = read_json(job_dir / CONFIG_FILE)
     kind = config["kind"]
@@ -59,6 +64,8 @@ def run_job(job_dir: Path) -> dict[str, Any]:
     module: JobKind = importlib.import_module(f"runtime.jobs.{kind}")  # type: ignore[assignment]
     started = time.time()
     results = module.run(config, job_dir, job_dir.parent.parent, Progress(job_dir))
+    if results is None:
+        return None
     results = {
         "kind": kind,
         "key": config["key"],

@@ -8,12 +8,22 @@ Resuming is exact: all state that influences later steps (weights, Adam moments,
 sampler's generator, the step) is checkpointed, the lr and kept fraction are pure functions of the
 step, and ``metrics.jsonl`` is cut back to the checkpoint, so a run killed and resumed on CPU
 produces the same weights and metrics as one that never stopped.
+
+Data parallel (``layout`` of several processes, runtime/distributed.py): every rank draws the same
+global batch from the same seeded generator and trains on its own rows of it; the gradients and
+the loss are combined across ranks (each weighted by its share of the rows) before the gradient
+RMS normalisation, so the Adam step and the top-k projection run identically on every rank and
+the result is the single-process one up to floating-point reduction order. Evaluation is split
+across ranks by batch and summed, so every rank holds the same numbers. Rank 0 alone writes
+metrics and checkpoints; every rank resumes from the same checkpoint.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -26,7 +36,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from runtime import distributed
 from runtime.checkpoint import load_latest_checkpoint, remove_old_checkpoints, save_checkpoint
+from runtime.distributed import SINGLE_PROCESS, Layout
 from runtime.io import write_atomic
 from runtime.model import GPTConfig, SparseGPT, sparse_parameters
 from runtime.sparsity import (
@@ -63,15 +75,18 @@ class TrainResult:
         return {key: value for key, value in vars(self).items() if key != "model"}
 
 
-def pick_device(requested: str) -> torch.device:
+def pick_device(requested: str, local_rank: int = 0) -> torch.device:
     if requested == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("train.device is 'cuda' but no CUDA device is available")
     use_cuda = requested == "cuda" or (requested == "auto" and torch.cuda.is_available())
-    return torch.device("cuda" if use_cuda else "cpu")
+    return distributed.local_cuda_device(local_rank) if use_cuda else torch.device("cpu")
 
 
-def describe_device(device: torch.device) -> str:
-    return f"cuda:{torch.cuda.get_device_name(device)}" if device.type == "cuda" else "cpu"
+def describe_device(device: torch.device, world_size: int = 1) -> str:
+    """``cpu`` or ``cuda:<GPU name>``, prefixed ``<n>x`` for n data-parallel ranks (so that
+    throughputs compare across runs in the results store)."""
+    name = f"cuda:{torch.cuda.get_device_name(device)}" if device.type == "cuda" else "cpu"
+    return f"{world_size}x{name}" if world_size > 1 else name
 
 
 def autocast(device: torch.device) -> contextlib.AbstractContextManager[Any]:
@@ -83,10 +98,11 @@ def autocast(device: torch.device) -> contextlib.AbstractContextManager[Any]:
 
 def sample_batch(
     data: np.ndarray, batch_size: int, context: int, generator: torch.Generator,
-    device: torch.device,
+    device: torch.device, rows: slice = slice(None),
 ) -> tuple[Tensor, Tensor]:
-    """``batch_size`` random windows of ``context + 1`` tokens → inputs and targets (B, T)."""
-    starts = torch.randint(len(data) - context, (batch_size,), generator=generator).numpy()
+    """``batch_size`` random windows of ``context + 1`` tokens → inputs and targets (B, T);
+    only ``rows`` of them (this rank's), though the generator always draws all ``batch_size``."""
+    starts = torch.randint(len(data) - context, (batch_size,), generator=generator)[rows].numpy()
     windows = torch.from_numpy(data[starts[:, None] + np.arange(context + 1)].astype(np.int64))
     windows = windows.to(device)
     return windows[:, :-1], windows[:, 1:]
@@ -112,13 +128,20 @@ def loss_fn(model: SparseGPT, x: Tensor, y: Tensor) -> Tensor:
 
 @torch.no_grad()
 def evaluate(model: SparseGPT, data: np.ndarray, n_tokens: int, batch_size: int,
-             device: torch.device) -> float:
-    """Mean next-token loss (nats/token) over the fixed windows of ``data``."""
+             device: torch.device, layout: Layout = SINGLE_PROCESS) -> float:
+    """Mean next-token loss (nats/token) over the fixed windows of ``data``. With several ranks
+    each evaluates every ``world_size``-th batch and the sums are all-reduced: every rank returns
+    the same number."""
     total, count = 0.0, 0
-    for x, y in fixed_windows(data, n_tokens, model.cfg.context, batch_size, device):
+    batches = fixed_windows(data, n_tokens, model.cfg.context, batch_size, device)
+    for x, y in itertools.islice(batches, layout.rank, None, layout.world_size):
         with autocast(device):
             total += float(loss_fn(model, x, y)) * y.numel()
         count += y.numel()
+    if layout.distributed:
+        sums = torch.tensor([total, count], dtype=torch.float64, device=device)
+        distributed.sum_across_ranks_([sums])
+        total, count = sums.tolist()
     return total / count
 
 
@@ -137,13 +160,21 @@ def make_optimizer(model: SparseGPT, train_spec: TrainSpec) -> torch.optim.Optim
 def train_step(
     model: SparseGPT, optimizer: torch.optim.Optimizer, sparse: list[tuple[str, Tensor]],
     x: Tensor, y: Tensor, kept: float, train_spec: TrainSpec, min_per_neuron: int,
+    layout: Layout = SINGLE_PROCESS,
 ) -> tuple[float, float]:
-    """One optimizer step at the lr already set in ``optimizer``; returns (loss, grad norm)."""
+    """One optimizer step at the lr already set in ``optimizer``; returns (loss, grad norm).
+    With several ranks, ``x`` and ``y`` are this rank's rows of the global batch."""
     # ---- forward / backward
     with autocast(x.device):
         loss = loss_fn(model, x, y)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
+
+    # ---- data parallel: the global batch's gradient and loss, a mean weighted by rows
+    if layout.distributed:
+        loss = loss.detach().clone()
+        grads = [p.grad for p in model.parameters() if p.grad is not None]
+        distributed.sum_across_ranks_([*grads, loss], scale=len(x) / train_spec.batch_size)
 
     # ---- gradient RMS normalisation, Adam step
     if train_spec.grad_rms_norm:
@@ -190,18 +221,24 @@ def train(
     out_dir: Path,
     progress: Callable[[dict[str, Any]], None] | None = None,
     log_every: int = 1,
+    layout: Layout = SINGLE_PROCESS,
 ) -> TrainResult:
     """Train a ``SparseGPT`` on uint16 token arrays, resuming from ``out_dir/checkpoints``.
 
     Writes ``out_dir/metrics.jsonl`` (a line every ``log_every`` steps and at every evaluation)
-    and checkpoints; returns the final model and its summary.
+    and checkpoints; returns the final model and its summary. With a ``layout`` of several
+    processes the caller has joined its process group (``distributed.process_group``); every
+    rank returns the same result, and only rank 0 writes.
     """
     for name, data in (("train", train_data), ("heldout", heldout_data)):
         if len(data) <= cfg.context:
             raise ValueError(f"{name} data has {len(data)} tokens; need more than the context "
                              f"({cfg.context})")
+    if train_spec.batch_size < layout.world_size:
+        raise ValueError(f"batch_size {train_spec.batch_size} is smaller than the "
+                         f"{layout.world_size} data-parallel ranks; each needs a row")
     started = time.time()
-    device = pick_device(train_spec.device)
+    device = pick_device(train_spec.device, layout.local_rank)
     tokens_per_step = train_spec.batch_size * cfg.context
     total_steps = max(1, train_spec.tokens // tokens_per_step)
     kept_final = kept_fraction_at(1.0, sparsity)
@@ -223,15 +260,24 @@ def train(
         generator.set_state(checkpoint.rng["data"])
         step = checkpoint.step
         print(f"resuming from {checkpoint.path} at step {step}", file=sys.stderr, flush=True)
-    _truncate_metrics(metrics_path, step)
-    metrics_path.parent.mkdir(parents=True, exist_ok=True)
+    if layout.distributed:  # rank 0 writes checkpoints only once every rank has read one
+        distributed.assert_same_on_all_ranks([torch.tensor(step, device=device),
+                                              *model.parameters()], "checkpoints")
+    if layout.is_main:
+        _truncate_metrics(metrics_path, step)
+        metrics_path.parent.mkdir(parents=True, exist_ok=True)
 
     def save() -> None:
-        save_checkpoint(checkpoint_dir, step, model, optimizer, {"data": generator.get_state()})
-        remove_old_checkpoints(checkpoint_dir, KEEP_CHECKPOINTS)
+        if layout.distributed:  # what rank 0 saves must be what every rank trains on
+            distributed.assert_same_on_all_ranks(model.parameters())
+        if layout.is_main:
+            save_checkpoint(checkpoint_dir, step, model, optimizer,
+                            {"data": generator.get_state()})
+            remove_old_checkpoints(checkpoint_dir, KEEP_CHECKPOINTS)
 
     train_time, steps_here = 0.0, 0
-    with metrics_path.open("a") as metrics_file:
+    # Ranks other than 0 log to /dev/null, so the loop reads the same on every rank.
+    with (metrics_path if layout.is_main else Path(os.devnull)).open("a") as metrics_file:
         while step < total_steps:
             t0 = time.perf_counter()
             # Progress after this step, so the last step projects to exactly the final target.
@@ -240,9 +286,10 @@ def train(
             for group in optimizer.param_groups:
                 group["lr"] = lr
 
-            x, y = sample_batch(train_data, train_spec.batch_size, cfg.context, generator, device)
+            x, y = sample_batch(train_data, train_spec.batch_size, cfg.context, generator, device,
+                                layout.rows(train_spec.batch_size))
             loss_value, grad_norm = train_step(model, optimizer, sparse, x, y, kept, train_spec,
-                                               sparsity.min_per_neuron)
+                                               sparsity.min_per_neuron, layout)
             step += 1
             steps_here += 1
             train_time += time.perf_counter() - t0
@@ -251,7 +298,7 @@ def train(
             record: dict[str, Any] = {}
             if step % train_spec.eval_every == 0 or step == total_steps:
                 record["heldout_loss"] = evaluate(model, heldout_data, train_spec.eval_tokens,
-                                                  train_spec.batch_size, device)
+                                                  train_spec.batch_size, device, layout)
             info = {"step": step, "total_steps": total_steps, "loss": loss_value, **record,
                     "lr": lr, "tokens_per_s": steps_here * tokens_per_step / train_time,
                     "kept_fraction_scheduled": kept}
@@ -263,14 +310,14 @@ def train(
                 metrics_file.flush()
             if step % train_spec.checkpoint_every == 0 or step == total_steps:
                 save()
-            if progress is not None:
+            if progress is not None and layout.is_main:
                 progress(info)
 
     # ---- final numbers
     heldout_loss = evaluate(model, heldout_data, train_spec.eval_tokens, train_spec.batch_size,
-                            device)
+                            device, layout)
     train_loss = evaluate(model, train_data, train_spec.eval_tokens, train_spec.batch_size,
-                          device)
+                          device, layout)
     return TrainResult(
         model=model,
         heldout_loss=heldout_loss,
@@ -281,6 +328,6 @@ def train(
         tokens=total_steps * tokens_per_step,
         steps=total_steps,
         wall_time_s=time.time() - started,
-        device=describe_device(device),
+        device=describe_device(device, layout.world_size),
         tokens_per_s=steps_here * tokens_per_step / train_time if train_time else 0.0,
     )

@@ -146,7 +146,9 @@ db_password() {
 start_mariadb() {
     if ! db_up; then
         say "starting mariadb"
-        /etc/init.d/mariadb start >/var/log/slurm/mariadb-start.log 2>&1 ||
+        # setsid: the init script leaves mysqld_safe in the caller's session, and a shell tool
+        # that reaps its process group on exit would take the database down with it.
+        setsid /etc/init.d/mariadb start >/var/log/slurm/mariadb-start.log 2>&1 </dev/null ||
             die "mariadb failed to start; read $LOG/mariadb-start.log and /var/log/mysql/error.log"
         wait_for 30 "mariadb" /var/log/mysql/error.log db_up
     fi

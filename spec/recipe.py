@@ -10,11 +10,23 @@ from __future__ import annotations
 import difflib
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from spec.units import Count, Minutes
 
 NAME_PATTERN = r"^[a-z0-9_-]+$"
+# The stages whose jobs run as several cooperating processes (data-parallel training,
+# runtime/distributed.py); every other job kind is one process that writes its folder alone.
+MULTI_PROCESS_STAGES = frozenset({"train"})
 
 
 class StrictModel(BaseModel):
@@ -193,8 +205,16 @@ class SlurmStage(StrictModel):
     account: str | None = None
     qos: str | None = None
     time: Minutes | None = Field(None, gt=0, description="Wall-time limit, e.g. 4h or 30min.")
-    nodes: int | None = Field(None, ge=1)
+    nodes: int | None = Field(
+        None, ge=1, description="Nodes per job; more than one only for train (recipe-wide value: "
+        "train only).",
+    )
     gpus_per_node: int | None = Field(None, ge=0)
+    tasks_per_node: int | None = Field(
+        None, ge=1, description="Processes per node of a train job (data-parallel ranks); "
+        "default: gpus_per_node when that is above 1, else 1. The recipe-wide value applies to "
+        "the train stage only: other stages always run one process.",
+    )
     cpus_per_task: int | None = Field(None, ge=1)
     mem: str | None = Field(None, pattern=r"^[0-9]+[KMGT]?$", description="e.g. 64G")
     constraint: str | None = None
@@ -205,6 +225,24 @@ class SlurmStage(StrictModel):
 
 class SlurmSpec(SlurmStage):
     stages: dict[Literal["tokenize", "train", "stats", "prune", "ingest"], SlurmStage] = {}
+
+    @model_validator(mode="after")
+    def _one_process_outside_training(self) -> SlurmSpec:
+        # A stats or prune job run as several tasks would be several copies of it racing on its
+        # folder. Raised as a ValidationError so the problem is reported at the field itself.
+        errors = [
+            InitErrorDetails(
+                type=PydanticCustomError(
+                    "value_error", "only the train stage runs several processes; {kind} jobs run "
+                    "one (use 1 or leave it unset)", {"kind": kind}),
+                loc=("stages", kind, name), input=value)
+            for kind, stage in self.stages.items() if kind not in MULTI_PROCESS_STAGES
+            for name in ("nodes", "tasks_per_node")
+            if (value := getattr(stage, name)) is not None and value > 1
+        ]
+        if errors:
+            raise ValidationError.from_exception_data(type(self).__name__, errors)
+        return self
 
 
 class ResourcesSpec(StrictModel):

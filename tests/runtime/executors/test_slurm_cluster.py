@@ -7,7 +7,6 @@ case a missing cluster is a failure. Every wait is bounded so a broken cluster f
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -16,18 +15,9 @@ from pathlib import Path
 import cloudpickle
 import pytest
 
-pytestmark = pytest.mark.slurm
+pytestmark = pytest.mark.slurm  # the cluster itself comes from the `partition` fixture (conftest)
 
-REQUIRE = os.environ.get("XCOMPILE_REQUIRE_SLURM") == "1"
 WAIT_S = float(os.environ.get("XCOMPILE_SLURM_TEST_WAIT_S", "60"))
-START_HINT = "start it with: sudo scripts/slurm-cluster.sh start"
-
-if shutil.which("sinfo") is None:
-    if REQUIRE:
-        pytest.fail(
-            f"XCOMPILE_REQUIRE_SLURM=1 but sinfo is not on PATH; {START_HINT}", pytrace=False
-        )
-    pytest.skip(f"SLURM not installed (no sinfo on PATH); {START_HINT}", allow_module_level=True)
 
 submitit = pytest.importorskip("submitit")
 
@@ -66,29 +56,6 @@ def sleep_for(seconds: float) -> float:
 # --- helpers ---------------------------------------------------------------------------------
 def _run(*cmd: str) -> str:
     return subprocess.run(cmd, capture_output=True, text=True, timeout=20, check=True).stdout
-
-
-def _fail_or_skip(reason: str) -> None:
-    if REQUIRE:
-        pytest.fail(f"{reason}; {START_HINT}", pytrace=False)
-    pytest.skip(f"{reason}; {START_HINT}")
-
-
-@pytest.fixture(scope="module")
-def partition() -> str:
-    """The default partition, once the node is usable."""
-    try:
-        out = _run("sinfo", "-h", "-o", "%P %a %T")
-    except subprocess.CalledProcessError as exc:
-        _fail_or_skip(f"SLURM cluster not reachable (sinfo: {(exc.stderr or '').strip()!r})")
-    except (subprocess.SubprocessError, OSError) as exc:
-        _fail_or_skip(f"sinfo failed: {exc}")
-    rows = [line.split() for line in out.splitlines() if line.strip()]
-    usable = [r for r in rows if r[1] == "up" and r[2] in ("idle", "mixed", "allocated")]
-    if not usable:
-        _fail_or_skip(f"no usable SLURM partition (sinfo: {out.strip()!r})")
-    default = [r for r in usable if r[0].endswith("*")]
-    return (default or usable)[0][0].rstrip("*")
 
 
 @pytest.fixture
