@@ -10,7 +10,7 @@ import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -18,7 +18,7 @@ from rich.table import Table
 
 from compiler import estimate
 from compiler.plan import STAGES, Job, Plan, compile_plan
-from compiler.sweep import expand
+from compiler.sweep import SweepPoint, expand
 from compiler.workspace import materialize, reasons
 from spec.errors import Problem, RecipeError
 from spec.loader import load_recipe
@@ -65,7 +65,7 @@ WorkspaceOpt = Annotated[
 ]
 
 
-def _load(recipe_path: Path, overrides: list[str] | None) -> tuple[Recipe, Any]:
+def _load(recipe_path: Path, overrides: list[str] | None) -> tuple[Recipe, list[SweepPoint]]:
     recipe, doc = load_recipe(recipe_path, overrides or [])
     return recipe, expand(recipe, doc)
 

@@ -78,16 +78,14 @@ def materialize(plan: Plan, workspace: Path) -> None:
             "labels": list(job.labels),
             "code_version": code_version(job.kind),
         }
-        write_json_atomic(job_dir / CONFIG_FILE, {**job.config, "meta": meta})
-        command = job_command(job_dir) + "\n"
-        write_atomic(
-            job_dir / COMMAND_FILE, lambda handle, text=command: handle.write(text.encode())
-        )
+        # Not fsynced: thousands of them would cost seconds, and every run rewrites the files
+        # of jobs that have not finished, so a file lost in a crash comes back.
+        write_json_atomic(job_dir / CONFIG_FILE, {**job.config, "meta": meta}, durable=False)
+        command = (job_command(job_dir) + "\n").encode()
+        write_atomic(job_dir / COMMAND_FILE, command, durable=False)
     recipe_yaml = yaml.safe_dump(plan.recipe.model_dump(mode="json"), sort_keys=False)
-    write_atomic(
-        workspace / "recipes" / f"{plan.recipe.name}-{plan.recipe_hash}.yaml",
-        lambda handle: handle.write(recipe_yaml.encode()),
-    )
+    recipe_copy = workspace / "recipes" / f"{plan.recipe.name}-{plan.recipe_hash}.yaml"
+    write_atomic(recipe_copy, recipe_yaml.encode())
     record = {f"{job.kind} {label}": job.key for job in plan.jobs.values() for label in job.labels}
     write_json_atomic(workspace / "plans" / f"{plan.recipe.name}.json", record)
 

@@ -89,7 +89,7 @@ def frontier_figure(protocol: str, rows: list[dict[str, Any]]) -> Figure:
         Line2D([], [], marker="o", ls="", mfc="white", mec="black", label="weight-sparse"),
         Line2D([], [], color="crimson", label="Pareto front"),
     ]
-    ax.legend(handles=handles, loc="upper right", fontsize=8)
+    ax.legend(handles=handles, loc="best", fontsize=8)  # away from the points and the front
     colorbar = fig.colorbar(scatter, ax=ax, pad=0.02, label="sparsity target (kept fraction)")
     colorbar.ax.yaxis.set_minor_formatter(NullFormatter())
     ticks = sorted(set(targets))[:12]

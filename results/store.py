@@ -20,7 +20,7 @@ import pyarrow as pa
 
 STORE_FILE = "store.duckdb"
 LOCK_FILE = "store.lock"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 OPEN_TIMEOUT_S = 10.0
 
 # Tables in dependency-free order; the frontier view reads runs and circuits.
@@ -40,6 +40,7 @@ TABLES: dict[str, str] = {
         tokens           BIGINT,
         steps            BIGINT,
         heldout_loss     DOUBLE,               -- final pretraining loss, nats/token
+        unigram_loss     DOUBLE,               -- held-out loss of the corpus' unigram model
         train_loss       DOUBLE,
         wall_time_s      DOUBLE,
         device           VARCHAR,

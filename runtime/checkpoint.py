@@ -67,7 +67,7 @@ def _write(path: Path, tensors: dict[str, Tensor], metadata: dict[str, Any]) -> 
     header = {key: json.dumps(value) for key, value in metadata.items()}
     header["sha256"] = _digest(tensors, header)
     data = save_safetensors(tensors, metadata=header)
-    write_atomic(path, lambda handle: handle.write(data))
+    write_atomic(path, data)
 
 
 def _read(path: Path, expected_format: str) -> tuple[dict[str, Tensor], dict[str, Any]]:

@@ -135,7 +135,7 @@ def _configured(tokenizer: Tokenizer) -> Tokenizer:
 
 def save_tokenizer(tokenizer: Tokenizer, path: Path) -> None:
     data = tokenizer.to_str().encode("utf-8")
-    write_atomic(path, lambda handle: handle.write(data))
+    write_atomic(path, data)
 
 
 def load_tokenizer(path: Path) -> Tokenizer:

@@ -208,7 +208,7 @@ def _truncate_metrics(path: Path, last_step: int) -> None:
     lines = [line for line in path.read_text().splitlines(keepends=True)
              if line.endswith("\n") and json.loads(line)["step"] <= last_step]
     data = "".join(lines).encode()
-    write_atomic(path, lambda handle: handle.write(data))
+    write_atomic(path, data)
 
 
 def train(

@@ -68,7 +68,7 @@ def run(
 
 def _write_tokens(path: Path, ids: np.ndarray) -> None:
     data = ids.astype(TOKEN_DTYPE, copy=False).tobytes()
-    write_atomic(path, lambda handle: handle.write(data))
+    write_atomic(path, data)
 
 
 def unigram_loss(train_ids: np.ndarray, heldout_ids: np.ndarray, vocab_size: int) -> float:

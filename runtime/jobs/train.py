@@ -15,25 +15,17 @@ import os
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from runtime import distributed
 from runtime.checkpoint import remove_old_checkpoints, save_model
-from runtime.job import Progress
+from runtime.io import read_json
+from runtime.job import RESULTS_FILE, Progress
 from runtime.model import GPTConfig
+from runtime.tokens import open_tokens
 from runtime.train import CHECKPOINT_DIR, train
 from spec.recipe import DataSpec, ModelSpec, SparsitySpec, TrainSpec
 
 MODEL_FILE = "model.safetensors"
 LOG_EVERY = 10  # steps between metrics lines (evaluation steps are always logged)
-
-
-def load_tokens(path: Path, vocab_size: int) -> np.ndarray:
-    """A uint16 token file as a read-only memmap, checked against the model's vocabulary."""
-    tokens = np.memmap(path, dtype=np.uint16, mode="r")
-    if len(tokens) and int(tokens.max()) >= vocab_size:
-        raise ValueError(f"{path}: token id {int(tokens.max())} >= vocab_size {vocab_size}")
-    return tokens
 
 
 def run(
@@ -49,8 +41,8 @@ def run(
             TrainSpec.model_validate(config["train"]),
             SparsitySpec.model_validate(config["sparsity"]),
             seed=config["seed"],
-            train_data=load_tokens(tokenize_dir / "train.bin", cfg.vocab_size),
-            heldout_data=load_tokens(tokenize_dir / "heldout.bin", cfg.vocab_size),
+            train_data=open_tokens(tokenize_dir, "train", cfg.vocab_size),
+            heldout_data=open_tokens(tokenize_dir, "heldout", cfg.vocab_size),
             out_dir=job_dir,
             progress=progress,
             log_every=LOG_EVERY,
@@ -61,4 +53,9 @@ def run(
     save_model(result.model, cfg, job_dir / MODEL_FILE)
     remove_old_checkpoints(job_dir / CHECKPOINT_DIR, keep=1)
     progress({"step": result.steps, "total_steps": result.steps, "done": True}, force=True)
-    return result.summary()
+    # The baseline a trained model must beat, beside its loss in the store (token files made
+    # by hand, as in tests, come without it).
+    tokenize_results = tokenize_dir / RESULTS_FILE
+    unigram = (read_json(tokenize_results).get("unigram_heldout_loss")
+               if tokenize_results.is_file() else None)
+    return {**result.summary(), "unigram_heldout_loss": unigram}

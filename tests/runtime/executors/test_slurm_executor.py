@@ -11,10 +11,13 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Set as AbstractSet
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +31,7 @@ from compiler.plan import Plan, compile_plan
 from compiler.sweep import expand
 from compiler.workspace import materialize
 from results.query import fetch
-from runtime.executors.local import FAILED_FILE, LOG_FILE, LocalExecutor
+from runtime.executors.local import FAILED_FILE, LOG_FILE, JobSpec, LocalExecutor
 from runtime.executors.slurm import (
     COMPLETED,
     RECORD_FILE,
@@ -125,13 +128,40 @@ def test_stage_overrides_map_to_submitit_parameters() -> None:
                                                   additional={"exclusive": "user"})})
     assert stage_parameters(slurm, "prune") == {
         "slurm_partition": "cpu", "slurm_account": "lab", "timeout_min": 120, "slurm_mem": "8G",
-        "slurm_setup": ["module load x"]}
+        "slurm_setup": ["module load x"], "tasks_per_node": 1}
     assert stage_parameters(slurm, "train") == {
         "slurm_partition": "gpu", "slurm_account": "lab", "timeout_min": 1440,
         "slurm_mem": "8G", "gpus_per_node": 1, "slurm_constraint": "a100",
         "slurm_array_parallelism": 4, "slurm_setup": ["module load x"],
-        "slurm_additional_parameters": {"exclusive": "user"}}
-    assert stage_parameters(None, "ingest") == {"timeout_min": 24 * 60}
+        "slurm_additional_parameters": {"exclusive": "user"}, "tasks_per_node": 1}
+    assert stage_parameters(None, "ingest") == {"timeout_min": 24 * 60, "tasks_per_node": 1}
+
+
+KILL_ON_BAD_EXIT = {"slurm_srun_args": ["--kill-on-bad-exit=1"]}
+
+
+@pytest.mark.parametrize(("slurm", "train", "others"), [
+    # one process per GPU by default, and the recipe-wide layout is training's alone
+    (SlurmSpec(gpus_per_node=4, nodes=2),
+     {"gpus_per_node": 4, "nodes": 2, "tasks_per_node": 4, **KILL_ON_BAD_EXIT},
+     {"gpus_per_node": 4, "tasks_per_node": 1}),
+    (SlurmSpec(gpus_per_node=1), {"gpus_per_node": 1, "tasks_per_node": 1},
+     {"gpus_per_node": 1, "tasks_per_node": 1}),
+    # an explicit count wins over the GPUs; several nodes of one task each are ranks too
+    (SlurmSpec(gpus_per_node=8, tasks_per_node=2),
+     {"gpus_per_node": 8, "tasks_per_node": 2, **KILL_ON_BAD_EXIT},
+     {"gpus_per_node": 8, "tasks_per_node": 1}),
+    (SlurmSpec(nodes=3), {"nodes": 3, "tasks_per_node": 1, **KILL_ON_BAD_EXIT},
+     {"tasks_per_node": 1}),
+    # CPU data parallelism: the train override alone
+    (SlurmSpec(stages={"train": SlurmStage(tasks_per_node=2)}),
+     {"tasks_per_node": 2, **KILL_ON_BAD_EXIT}, {"tasks_per_node": 1}),
+])
+def test_tasks_per_node_is_data_parallel_training_only(
+        slurm: SlurmSpec, train: dict[str, Any], others: dict[str, Any]) -> None:
+    assert stage_parameters(slurm, "train") == {"timeout_min": 24 * 60, **train}
+    for kind in ("tokenize", "stats", "prune", "ingest"):
+        assert stage_parameters(slurm, kind) == {"timeout_min": 24 * 60, **others}, kind
 
 
 # --- on the cluster ------------------------------------------------------------------------------
@@ -170,11 +200,14 @@ INTERRUPTIONS = {"scontrol-requeue": ["scontrol", "requeue"],
 
 
 @pytest.mark.slurm
-@pytest.mark.parametrize("how", list(INTERRUPTIONS))
+@pytest.mark.parametrize(("how", "tasks"), [("scontrol-requeue", 1), ("preemption-signal", 1),
+                                            # task 0 alone checkpoints and requeues
+                                            ("preemption-signal", 2)])
 def test_requeued_training_resumes_from_its_checkpoint_and_matches_uninterrupted(
-        tmp_path: Path, workspace: Path, partition: str, how: str) -> None:
+        tmp_path: Path, workspace: Path, partition: str, how: str, tasks: int) -> None:
     # ~600 steps: long enough to requeue after a checkpoint and before the end
     plan = compile_tiny(tmp_path, workspace, partition, sweep=False,
+                        stages={"train": {"tasks_per_node": tasks}},
                         overrides=("train.tokens=40K", "train.checkpoint_every=10"))
     executor = executor_for(plan, workspace)
     submission = executor.submit(plan)
@@ -184,16 +217,9 @@ def test_requeued_training_resumes_from_its_checkpoint_and_matches_uninterrupted
     assert not (train.job_dir / "results.json").exists()
     subprocess.run([*INTERRUPTIONS[how], train.job_id], timeout=20, check=True)
 
-    # the same job, uninterrupted, by hand in another workspace (one thread, like the SLURM job)
-    reference = tmp_path / "reference"
-    tokenize = next(job for job in plan.stage("tokenize"))
-    shutil.copytree(workspace / tokenize.rel_dir, reference / tokenize.rel_dir)
-    (reference / train.job_dir.relative_to(workspace)).mkdir(parents=True)
-    shutil.copy(train.job_dir / "config.json", reference / train.job_dir.relative_to(workspace))
-    subprocess.run([sys.executable, "-m", "runtime.job",
-                    str(reference / train.job_dir.relative_to(workspace))], cwd=REPO,
-                   env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=180, check=True,
-                   capture_output=True)
+    # the same ranks, uninterrupted: resuming must not change a bit (against one process, 600
+    # steps of top-k masks drift by far more than test_two_task_gloo_training's tolerance)
+    reference = train_by_hand(plan, workspace, train.job_dir, tmp_path / "reference", tasks)
 
     summary = executor.follow(submission, timeout_s=FOLLOW_S)
     assert summary.ok, summary
@@ -203,14 +229,111 @@ def test_requeued_training_resumes_from_its_checkpoint_and_matches_uninterrupted
         assert "Calling checkpoint method" in log and "Requeued job" in log
     else:
         assert "Bypassing signal SIGTERM" in log  # submitit lets SLURM's KillWait end it
+    if tasks > 1:  # every rank resumed (train() checks they resumed from the same checkpoint)
+        other = (train.job_dir / "log.rank1.txt").read_text()
+        assert "resuming from" in other and "Not checkpointing nor requeuing" in other
     assert not (train.job_dir / FAILED_FILE).exists()
     # every run of the job, requeues included (-D)
     assert [row[0] for row in sacct(train.job_id, "State", "-D")] == ["REQUEUED", "COMPLETED"]
-    weights = load_file(train.job_dir / "model.safetensors")
-    expected = load_file(reference / train.job_dir.relative_to(workspace) / "model.safetensors")
+    assert_same_model(train.job_dir, reference, data_parallel=False)
+
+
+def train_by_hand(plan: Plan, workspace: Path, job_dir: Path, reference: Path,
+                  ranks: int = 1) -> Path:
+    """Run the training job of ``job_dir`` once more, uninterrupted, as ``ranks`` local processes
+    of one thread each (like SLURM tasks of one CPU), in workspace ``reference``; its job folder
+    there. Needs the plan's tokenize job to have finished in ``workspace``."""
+    tokenize = plan.stage("tokenize")[0]
+    shutil.copytree(workspace / tokenize.rel_dir, reference / tokenize.rel_dir)
+    copy = reference / job_dir.relative_to(workspace)
+    copy.mkdir(parents=True)
+    shutil.copy(job_dir / "config.json", copy)
+    env = {key: value for key, value in os.environ.items() if not key.startswith("SLURM_")}
+    env["OMP_NUM_THREADS"] = "1"
+    with socket.socket() as sock:  # a free port for the ranks' rendezvous (torchrun's variables)
+        sock.bind(("127.0.0.1", 0))
+        port = str(sock.getsockname()[1])
+    launch = [{"RANK": str(rank), "WORLD_SIZE": str(ranks), "LOCAL_RANK": str(rank),
+               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port} if ranks > 1 else {}
+              for rank in range(ranks)]
+    processes = [subprocess.Popen([sys.executable, "-m", "runtime.job", str(copy)], cwd=REPO,
+                                  env={**env, **variables}, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.PIPE, text=True) for variables in launch]
+    try:
+        for process in processes:
+            _, stderr = process.communicate(timeout=180)
+            assert process.returncode == 0, stderr
+    finally:  # a rank whose peer failed would wait in a collective for 30 minutes
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    return copy
+
+
+@dataclass(frozen=True)
+class Stages:
+    """A plan cut down to some of its stages (PlanSpec), so a test queues only what it needs."""
+
+    plan: Plan
+    kinds: frozenset[str]
+
+    @property
+    def jobs(self) -> Mapping[str, JobSpec]:
+        return {key: job for key, job in self.plan.jobs.items() if job.kind in self.kinds}
+
+    @property
+    def done(self) -> AbstractSet[str]:
+        return self.plan.done
+
+    def pending(self) -> Sequence[JobSpec]:
+        return [job for job in self.plan.pending() if job.kind in self.kinds]
+
+
+def assert_same_model(job_dir: Path, reference: Path, *, data_parallel: bool) -> None:
+    """The two job folders' final weights are bit-identical; for a data-parallel run against one
+    process, equal within tests/runtime/test_distributed.py's tolerance (its comment has the
+    measured differences: reduction order changes the last bits) with the same nonzero entries."""
+    weights = load_file(job_dir / "model.safetensors")
+    expected = load_file(reference / "model.safetensors")
     assert weights.keys() == expected.keys()
     for name, tensor in expected.items():
-        assert torch.equal(weights[name], tensor), name
+        if data_parallel:
+            torch.testing.assert_close(weights[name], tensor, rtol=1e-4, atol=1e-5, msg=name)
+            assert torch.equal(weights[name] != 0, tensor != 0), name
+        else:
+            assert torch.equal(weights[name], tensor), name
+
+
+@pytest.mark.slurm
+def test_two_task_gloo_training_matches_one_process(
+        tmp_path: Path, workspace: Path, partition: str) -> None:
+    # 40 steps of batch 4 (2 rows a rank) on a d_model-16 model: the cluster's 2 CPUs, one a rank
+    plan = compile_tiny(tmp_path, workspace, partition, sweep=False,
+                        stages={"train": {"tasks_per_node": 2}},
+                        overrides=("model.d_model=16", "model.d_mlp=32",
+                                   f"train.tokens={4 * 16 * 40}", "train.eval_every=20"))
+    executor = executor_for(plan, workspace)
+    submission = executor.submit(Stages(plan, frozenset({"tokenize", "train"})))
+    assert sorted(h.kind for h in submission.handles.values()) == ["tokenize", "train"]
+    train = next(h for h in submission.handles.values() if h.kind == "train")
+    started = time.monotonic()
+    summary = executor.follow(submission, timeout_s=FOLLOW_S)
+    print(f"tokenize + 2-task train on SLURM in {time.monotonic() - started:.1f}s")
+    assert summary.ok, summary
+    results = train.result()
+    assert results["device"] == "2xcpu" and results["steps"] == 40
+    assert read_json(train.job_dir / "config.json")["train"]["device"] == "cpu"
+    # rank 0 alone wrote the job's files; rank 1 only its log
+    names = sorted(path.name for path in train.job_dir.iterdir())
+    assert [n for n in names if n.startswith(("results", "metrics", "failed"))] == [
+        "metrics.jsonl", "results.json"]
+    assert [n for n in names if n.startswith("log")] == ["log.rank1.txt", "log.txt"]
+    assert "Traceback" not in (train.job_dir / "log.rank1.txt").read_text()
+
+    reference = train_by_hand(plan, workspace, train.job_dir, tmp_path / "reference")
+    assert read_json(reference / "results.json")["device"] == "cpu"
+    assert_same_model(train.job_dir, reference, data_parallel=True)
 
 
 @pytest.mark.slurm
