@@ -48,7 +48,9 @@ from spec.loader import load_recipe
 from spec.recipe import ResourcesSpec, SlurmSpec, SlurmStage
 
 REPO = Path(__file__).resolve().parents[3]
-TOKENS_48K = "train.tokens=48K"  # ~750 steps, >10 s
+# The dense point trains for minutes, the sparse one for a moment.
+LONG_VICTIM = "sweep={zip: [{sparsity.target: [1.0, 0.5], train.tokens: [4M, 8K]}]}"
+VICTIM, BYSTANDER = "sparsity.target=1.0,train.tokens=4M", "sparsity.target=0.5,train.tokens=8K"
 VARYING = re.compile(r"time|per_s|_at$")
 FOLLOW_S = float(os.environ.get("XCOMPILE_SLURM_TEST_FOLLOW_S", "240"))
 TINY: dict[str, Any] = {
@@ -339,12 +341,12 @@ def test_two_task_gloo_training_matches_one_process(
 @pytest.mark.slurm
 def test_scancel_fails_that_job_the_rest_continues_and_rerun_submits_only_the_missing(
         tmp_path: Path, workspace: Path, partition: str) -> None:
-    # the victim trains for longer than KillWait (5 s): submitit ignores SIGTERM, so a cancelled
-    # job works on until SIGKILL and could otherwise finish
-    plan = compile_tiny(tmp_path, workspace, partition, overrides=(TOKENS_48K,))
+    # the victim trains far longer than KillWait (5 s): submitit ignores SIGTERM, so a cancelled
+    # job works on until SIGKILL, and a short one could finish first on an idle machine
+    plan = compile_tiny(tmp_path, workspace, partition, overrides=(LONG_VICTIM,))
     executor = executor_for(plan, workspace)
     submission = executor.submit(plan)
-    victim = submission.handles[key_of(plan, "train", "sparsity.target=1.0")]
+    victim = submission.handles[key_of(plan, "train", VICTIM)]
     wait_for(lambda: (victim.job_dir / LOG_FILE).exists(), "victim running")
     subprocess.run(["scancel", victim.job_id], timeout=20, check=True)
 
@@ -357,19 +359,19 @@ def test_scancel_fails_that_job_the_rest_continues_and_rerun_submits_only_the_mi
     downstream |= {job.key for job in plan.jobs.values() if set(job.deps) & downstream
                    and job.kind != "ingest"}
     assert set(summary.skipped) == downstream and len(downstream) == 2  # its stats and prune
-    other = key_of(plan, "prune", "sparsity.target=0.5")
+    other = key_of(plan, "prune", BYSTANDER)
     assert other in summary.done and key_of(plan, "ingest", "all") in summary.done
     states = status(workspace, plan)
     assert states[victim.key].startswith("CANCELLED")
     assert {states[key] for key in downstream} == {SKIPPED}
 
-    rerun = compile_tiny(tmp_path, workspace, partition, overrides=(TOKENS_48K,))
+    rerun = compile_tiny(tmp_path, workspace, partition, overrides=(LONG_VICTIM,))
     again = executor_for(rerun, workspace).submit(rerun)
     assert set(again.submitted) == {victim.key, *downstream, key_of(rerun, "ingest", "all")}
     assert not again.in_flight
     # and a third submission while those are queued submits nothing at all
     third = executor_for(rerun, workspace).submit(compile_tiny(
-        tmp_path, workspace, partition, overrides=(TOKENS_48K,)))
+        tmp_path, workspace, partition, overrides=(LONG_VICTIM,)))
     assert third.submitted == [] and set(third.in_flight) == set(again.submitted)
     assert sorted(cancel(workspace, rerun)) == sorted(again.submitted)
     wait_for(lambda: not ours_in_squeue(workspace), "cancelled jobs leave squeue", 60)
