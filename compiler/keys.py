@@ -19,23 +19,25 @@ class RawJSON(str):
 def compose_json(fields: dict[str, Any]) -> str:
     """A JSON object with keys in the given (fixed, code-defined) order; values that are
     ``RawJSON`` are spliced, others serialized canonically. Lets a plan serialize each recipe
-    section once and reuse it across tens of thousands of job configs."""
+    section once and reuse it across tens of thousands of job configs. Keys are identifiers
+    chosen by the code (field and job-kind names), so they need no escaping."""
     return (
         "{"
-        + ",".join(f"{_encode_str(key)}:{_encode(value)}" for key, value in fields.items())
+        + ",".join(
+            [
+                f'"{key}":{value if isinstance(value, RawJSON) else _encode(value)}'
+                for key, value in fields.items()
+            ]
+        )
         + "}"
     )
 
 
 def _encode(value: Any) -> str:
-    if isinstance(value, RawJSON):
-        return value
     if isinstance(value, str):
         return _encode_str(value)
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
-    if isinstance(value, dict) and all(isinstance(key, str) for key in value):
-        return compose_json(dict(sorted(value.items())))
     return canonical_json(value)
 
 

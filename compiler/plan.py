@@ -75,7 +75,8 @@ class _Builder:
 
     def add(self, kind: str, body: dict[str, RawJSON | Any], deps: list[Job], label: str) -> Job:
         # ingest reads every job folder; the others read one job of each upstream kind
-        inputs = {} if kind == "ingest" else {dep.kind: dep.rel_dir for dep in deps}
+        inputs = RawJSON("{}" if kind == "ingest" else compose_json(
+            {dep.kind: dep.rel_dir for dep in sorted(deps, key=lambda dep: dep.kind)}))
         config_json = compose_json({"kind": kind, **body, "inputs": inputs})
         key = job_key(kind, config_json, [dep.key for dep in deps], code_version(kind))
         job = self.plan.jobs.get(key)

@@ -11,6 +11,7 @@ Each point is validated as a full recipe; a problem points at the sweep value th
 
 from __future__ import annotations
 
+import functools
 import itertools
 from dataclasses import dataclass
 from typing import Any
@@ -30,7 +31,7 @@ class SweepPoint:
     values: dict[str, Any]  # dotted path → value, in sweep order
     recipe: Recipe
 
-    @property
+    @functools.cached_property
     def label(self) -> str:
         return ",".join(f"{path}={value}" for path, value in self.values.items()) or "base"
 
