@@ -10,17 +10,18 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 import torch
 
 from runtime.checkpoint import load_model
 from runtime.distributed import SINGLE_PROCESS, Layout, detect_layout, first_host, port_for_job
-from spec.recipe import DataSpec, ModelSpec, SparsitySpec, TrainSpec
+from spec.recipe import ModelSpec, SparsitySpec, TrainSpec
+
+TrainJobFactory = Callable[..., Path]  # the `train_job` fixture (tests/runtime/conftest.py)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -105,26 +106,13 @@ def test_rows_split_a_global_batch_exactly() -> None:
 STEPS = 40
 
 
-def make_job(workspace: Path, name: str) -> Path:
-    tokenize_dir = workspace / "jobs" / "tokenize-synthetic"
-    if not tokenize_dir.exists():
-        tokenize_dir.mkdir(parents=True)
-        tokens = np.random.default_rng(0).integers(0, 300, size=20000, dtype=np.uint16)
-        tokens.tofile(tokenize_dir / "train.bin")
-        tokens[:2000].tofile(tokenize_dir / "heldout.bin")
-    job_dir = workspace / "jobs" / name
-    job_dir.mkdir(parents=True)
-    config = {
-        "kind": "train", "key": name, "seed": 1, "inputs": {"tokenize": "jobs/tokenize-synthetic"},
-        "data": DataSpec(vocab_size=300, context=16).model_dump(mode="json"),
-        "model": ModelSpec(n_layer=1, d_model=16, d_head=8).model_dump(mode="json"),
+def make_job(train_job: TrainJobFactory, workspace: Path, name: str) -> Path:
+    return train_job(
+        workspace, name, seed=1, model=ModelSpec(n_layer=1, d_model=16, d_head=8),
         # batch 6 over 2 ranks: 3 rows each; eval_tokens 160 = 10 windows = 2 batches, one a rank
-        "train": TrainSpec(tokens=6 * 16 * STEPS, batch_size=6, eval_every=10, eval_tokens=160,
-                           checkpoint_every=10, device="cpu").model_dump(mode="json"),
-        "sparsity": SparsitySpec(target=0.25).model_dump(mode="json"),
-    }
-    (job_dir / "config.json").write_text(json.dumps(config))
-    return job_dir
+        train=TrainSpec(tokens=6 * 16 * STEPS, batch_size=6, eval_every=10, eval_tokens=160,
+                        checkpoint_every=10, device="cpu"),
+        sparsity=SparsitySpec(target=0.25))
 
 
 # What `python -m runtime.job` does, printing run_job's return value so each rank's can be read.
@@ -175,10 +163,10 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
 
 
 def test_two_gloo_ranks_killed_and_resumed_match_one_process(
-    tmp_path: Path, processes: list[subprocess.Popen[str]]
+    tmp_path: Path, processes: list[subprocess.Popen[str]], train_job: TrainJobFactory
 ) -> None:
-    single_dir = make_job(tmp_path, "train-single")
-    pair_dir = make_job(tmp_path, "train-pair")
+    single_dir = make_job(train_job, tmp_path, "train-single")
+    pair_dir = make_job(train_job, tmp_path, "train-pair")
     single = start(single_dir)
     ranks = start_ranks(pair_dir, 2)
     processes += [single, *ranks]

@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,9 @@ from runtime.checkpoint import load_model
 from runtime.model import GPTConfig
 from runtime.sparsity import n_kept
 from runtime.train import train
-from spec.recipe import AnnealSpec, DataSpec, ModelSpec, SparsitySpec, TrainSpec
+from spec.recipe import AnnealSpec, ModelSpec, SparsitySpec, TrainSpec
+
+TrainJobFactory = Callable[..., Path]  # the `train_job` fixture (tests/runtime/conftest.py)
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = GPTConfig(vocab_size=300, context=16, n_layer=1, d_model=32, d_head=8, d_mlp=64)
@@ -90,26 +92,14 @@ def test_loss_goes_down_on_structured_data(tmp_path: Path) -> None:
 
 # ---- resume: kill a real `python -m runtime.job` and compare with an uninterrupted run
 
-def make_train_job(workspace: Path, name: str) -> Path:
-    tokenize_dir = workspace / "jobs" / "tokenize-synthetic"
-    if not tokenize_dir.exists():
-        tokenize_dir.mkdir(parents=True)
-        random_tokens = np.random.default_rng(0).integers(0, 300, size=20000, dtype=np.uint16)
-        random_tokens.tofile(tokenize_dir / "train.bin")
-        random_tokens[:2000].tofile(tokenize_dir / "heldout.bin")
-    job_dir = workspace / "jobs" / name
-    job_dir.mkdir(parents=True)
-    config = {
-        "kind": "train", "key": name, "seed": 3, "inputs": {"tokenize": "jobs/tokenize-synthetic"},
-        "data": DataSpec(vocab_size=300, context=16).model_dump(mode="json"),
-        "model": ModelSpec(n_layer=1, d_model=16, d_head=8, attention_sink=True,
-                           pos_emb="learned", bigram=True).model_dump(mode="json"),
-        "train": TrainSpec(tokens=4 * 16 * 100, batch_size=4, eval_every=25, eval_tokens=128,
-                           checkpoint_every=10, device="cpu").model_dump(mode="json"),
-        "sparsity": SparsitySpec(target=0.1).model_dump(mode="json"),
-    }
-    (job_dir / "config.json").write_text(json.dumps(config))
-    return job_dir
+def make_train_job(train_job: TrainJobFactory, workspace: Path, name: str) -> Path:
+    return train_job(
+        workspace, name, seed=3,
+        model=ModelSpec(n_layer=1, d_model=16, d_head=8, attention_sink=True, pos_emb="learned",
+                        bigram=True),
+        train=TrainSpec(tokens=4 * 16 * 100, batch_size=4, eval_every=25, eval_tokens=128,
+                        checkpoint_every=10, device="cpu"),
+        sparsity=SparsitySpec(target=0.1))
 
 
 def start_job(job_dir: Path) -> subprocess.Popen[str]:
@@ -129,8 +119,10 @@ def without_timing(metrics: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{k: v for k, v in m.items() if k != "tokens_per_s"} for m in metrics]
 
 
-def test_resume_after_sigkill_equals_uninterrupted_run(tmp_path: Path) -> None:
-    killed_dir = make_train_job(tmp_path, "train-killed")
+def test_resume_after_sigkill_equals_uninterrupted_run(
+    tmp_path: Path, train_job: TrainJobFactory
+) -> None:
+    killed_dir = make_train_job(train_job, tmp_path, "train-killed")
     process = start_job(killed_dir)
     deadline = time.monotonic() + 60
     while not list((killed_dir / "checkpoints").glob("step-*.safetensors")):
@@ -143,7 +135,7 @@ def test_resume_after_sigkill_equals_uninterrupted_run(tmp_path: Path) -> None:
     assert not (killed_dir / "results.json").exists(), "the job finished before the kill"
 
     resumed = start_job(killed_dir)
-    reference_dir = make_train_job(tmp_path, "train-reference")
+    reference_dir = make_train_job(train_job, tmp_path, "train-reference")
     reference = start_job(reference_dir)
     assert "resuming from" in finish(resumed)
     assert "resuming from" not in finish(reference)
