@@ -264,6 +264,16 @@ ctld_answers() { scontrol ping 2>/dev/null | grep -q 'is UP'; }
 node_state() { sinfo -h -N -n "$(hostname -s)" -o '%T' 2>/dev/null | head -n1; }
 node_idle() { [[ $(node_state) =~ ^(idle|mixed|allocated|completing)$ ]]; }
 
+# Start /usr/sbin/NAME unless its pid file names a live NAME (a stale pid file is removed).
+start_daemon() {
+    local pidfile=$1 name=$2
+    if ! pid_alive "$pidfile" "$name"; then
+        drop_stale "$pidfile" "$name"
+        say "starting $name"
+        "/usr/sbin/$name" || die "$name failed to start; read $LOG/$name.log"
+    fi
+}
+
 start_slurm() {
     local restart=$1
 
@@ -273,11 +283,7 @@ start_slurm() {
         stop_daemon "$DBD_PID" slurmdbd
     fi
 
-    if ! pid_alive "$DBD_PID" slurmdbd; then
-        drop_stale "$DBD_PID" slurmdbd
-        say "starting slurmdbd"
-        /usr/sbin/slurmdbd || die "slurmdbd failed to start; read $LOG/slurmdbd.log"
-    fi
+    start_daemon "$DBD_PID" slurmdbd
     wait_for "$WAIT_S" "slurmdbd to answer" "$LOG/slurmdbd.log" dbd_answers
 
     local ctld_restart=0
@@ -291,18 +297,10 @@ start_slurm() {
         stop_daemon "$CTLD_PID" slurmctld
     fi
 
-    if ! pid_alive "$CTLD_PID" slurmctld; then
-        drop_stale "$CTLD_PID" slurmctld
-        say "starting slurmctld"
-        /usr/sbin/slurmctld || die "slurmctld failed to start; read $LOG/slurmctld.log"
-    fi
+    start_daemon "$CTLD_PID" slurmctld
     wait_for "$WAIT_S" "slurmctld to answer" "$LOG/slurmctld.log" ctld_answers
 
-    if ! pid_alive "$SLURMD_PID" slurmd; then
-        drop_stale "$SLURMD_PID" slurmd
-        say "starting slurmd"
-        /usr/sbin/slurmd || die "slurmd failed to start; read $LOG/slurmd.log"
-    fi
+    start_daemon "$SLURMD_PID" slurmd
 
     local deadline=$((SECONDS + WAIT_S)) state resumed=0
     until node_idle; do
