@@ -82,8 +82,12 @@ class _Builder:
         job = self.plan.jobs.get(key)
         if job is None:
             job = self.plan.jobs[key] = Job(kind, key, config_json, tuple(d.key for d in deps))
-        if (key, label) not in self._labelled:
-            self._labelled.add((key, label))
+        return self.label(job, label)
+
+    def label(self, job: Job, label: str) -> Job:
+        """Record that sweep point (or point/task) ``label`` needs ``job``."""
+        if (job.key, label) not in self._labelled:
+            self._labelled.add((job.key, label))
             job.labels.append(label)
         return job
 
@@ -95,21 +99,24 @@ def compile_plan(recipe: Recipe, points: list[SweepPoint], workspace: Path) -> P
     builder = _Builder(plan)
     required_tokens = RawJSON(canonical_json(all_candidates()))
     fingerprint = functools.cache(corpus_fingerprint)
+    tokenizers: dict[str, Job] = {}
     for point in points:
         # Sections are serialized once per point by pydantic (fast, in field order, which the
         # code version pins) and spliced into each job's config.
         spec = point.recipe
         data = RawJSON(spec.data.model_dump_json())
-        tokenize = builder.add(
-            "tokenize",
-            {
-                "data": data,
-                "required_tokens": required_tokens,
-                "corpus_version": fingerprint(spec.data.corpus),
-            },
-            [],
-            point.label,
-        )
+        if data not in tokenizers:  # most sweeps share one corpus: key its tokenizer once
+            tokenizers[data] = builder.add(
+                "tokenize",
+                {
+                    "data": data,
+                    "required_tokens": required_tokens,
+                    "corpus_version": fingerprint(spec.data.corpus),
+                },
+                [],
+                point.label,
+            )
+        tokenize = builder.label(tokenizers[data], point.label)
         train = builder.add(
             "train",
             {
