@@ -429,6 +429,9 @@ def status(
         labels = {
             job.name: ws / job.rel_dir for job in compiled.jobs.values() if job.kind != "ingest"
         }
+    if not labels:
+        out.print(f"no jobs in {ws}")
+        return
     backend_states = _backend_states(compiled, ws) if recipe is not None else {}
     counts: dict[tuple[str, str], int] = {}
     failures: list[tuple[str, str]] = []
@@ -445,7 +448,8 @@ def status(
         if error:
             failures.append((name, error))
     states = sorted({state for _, state in counts}, key=_state_order)
-    table = Table("stage", *states, title=f"jobs in {ws}")
+    out.print(f"jobs in {ws}", highlight=False)
+    table = Table("stage", *states)
     for kind in kinds:
         table.add_row(kind, *(str(counts.get((kind, state), "")) for state in states))
     out.print(table)

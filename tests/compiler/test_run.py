@@ -72,6 +72,12 @@ def test_failed_job_exits_1_skips_dependents_and_explains(
     plan = json.loads(xcompile("plan", str(recipe), "-w", str(ws), "--json").stdout)
     tokenize = next(job for job in plan["jobs"] if job["kind"] == "tokenize")
     assert tokenize["why"].startswith("failed last time: ")
+    status = xcompile("status", str(recipe), "-w", str(ws)).stdout
+    assert f"{tokenize['name']}: " in status  # the failure and its reason
+    rows = {cells[0]: cells[1:] for line in status.splitlines() if line.startswith("│")
+            for cells in [[cell.strip() for cell in line.split("│")[1:-1]]]}
+    assert "not started" in status and rows["tokenize"] == ["", "1"]  # columns: not started, failed
+    assert rows["train"] == ["2", ""] and rows["prune"] == ["2", ""]
 
 
 def test_ctrl_c_keeps_finished_jobs_and_the_rerun_resumes(
