@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from results import synthetic
+
 Xcompile = Callable[..., subprocess.CompletedProcess[str]]  # the `xcompile` fixture
 
 
@@ -62,3 +64,20 @@ def test_every_verb_has_help_with_an_example(xcompile: Xcompile) -> None:
 def test_schema_is_json_schema(xcompile: Xcompile) -> None:
     schema = json.loads(xcompile("schema").stdout)
     assert schema["title"] == "Recipe" and "sparsity" in schema["properties"]
+
+
+def test_query_is_read_only_and_bad_sql_exits_2(tmp_path: Path, xcompile: Xcompile) -> None:
+    ws = tmp_path / "ws"
+    train = synthetic.train_job(ws, sparsity_target=0.1, heldout_loss=2.0)
+    synthetic.prune_job(ws, train, "single_double_quote", 40)
+    assert xcompile("ingest", "-w", str(ws)).returncode == 0
+    store = ws / "store.duckdb"
+    before = store.read_bytes()
+    for sql in ("delete from runs", "drop table circuits", "selec 1"):
+        result = xcompile("query", sql, "-w", str(ws))
+        assert result.returncode == 2 and "Traceback" not in result.stderr, sql
+    assert store.read_bytes() == before
+    rows = json.loads(
+        xcompile("query", "select task, n_edges from circuits", "-w", str(ws), "-f", "json").stdout
+    )
+    assert rows == [{"task": "single_double_quote", "n_edges": 40}]

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
+import pytest
 
 Xcompile = Callable[..., subprocess.CompletedProcess[str]]  # the `xcompile` fixture
 
@@ -104,3 +105,30 @@ def test_ctrl_c_keeps_finished_jobs_and_the_rerun_resumes(
     assert by_kind["tokenize"]["cached"]
     train = next(job for job in plan["jobs"] if job["kind"] == "train" and not job["cached"])
     assert "resumes from" in train["why"]
+
+
+@pytest.mark.slurm
+def test_run_on_slurm_lands_the_same_store_as_local(
+    tmp_path: Path, xcompile: Xcompile, partition: str
+) -> None:
+    recipe = write_recipe(tmp_path, TINY + f"resources: {{backend: slurm, slurm: "
+                                           f"{{partition: {partition}, cpus_per_task: 1}}}}\n")
+    on_slurm, local = tmp_path / "slurm", tmp_path / "local"
+    submitted = xcompile("run", str(recipe), "-w", str(on_slurm))
+    assert submitted.returncode == 0, submitted.stderr
+    assert "queued 8 job(s) (tokenize" in submitted.stderr
+    assert xcompile("run", str(recipe), "-w", str(local), "--backend", "local").returncode == 0
+    status = xcompile("status", str(recipe), "-w", str(on_slurm)).stdout
+    assert "done" in status and "not started" not in status and "failed" not in status
+
+    def runs(workspace: Path) -> list[tuple[object, ...]]:
+        store = duckdb.connect(str(workspace / "store.duckdb"), read_only=True)
+        try:
+            rows = store.sql("select key, heldout_loss, n_nonzero from runs order by key")
+            return rows.fetchall()
+        finally:
+            store.close()
+
+    assert runs(on_slurm) == runs(local)  # same job keys, identical losses on CPU
+    again = xcompile("run", str(recipe), "-w", str(on_slurm))
+    assert "7 cached, 1 to run" in again.stderr  # only the ingest job is queued again

@@ -1,4 +1,4 @@
-"""The real single-node SLURM cluster (scripts/slurm-cluster.sh), shared by the executor tests.
+"""The real single-node SLURM cluster (scripts/slurm-cluster.sh), for every test that needs it.
 
 A test that needs the cluster asks for the ``partition`` fixture: skipped when SLURM is not
 installed or not up, unless XCOMPILE_REQUIRE_SLURM=1 (CI), where a missing cluster is a failure.
