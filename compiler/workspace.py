@@ -23,7 +23,7 @@ from compiler.code_version import ROOT, code_version
 from compiler.keys import diff_configs
 from compiler.plan import Plan
 from runtime.io import read_json, write_atomic, write_json_atomic
-from runtime.job import COMMAND_FILE, CONFIG_FILE, FAILED_FILE, JOBS_DIR
+from runtime.job import CHECKPOINT_DIR, COMMAND_FILE, CONFIG_FILE, FAILED_FILE, JOBS_DIR
 
 PACKAGES = ("torch", "numpy", "tokenizers", "duckdb", "pydantic", "submitit", "xcompile")
 
@@ -117,7 +117,7 @@ def reasons(plan: Plan, workspace: Path) -> dict[str, str]:
 
 
 def _resume_hint(job_dir: Path) -> str:
-    checkpoints = sorted((job_dir / "checkpoints").glob("*.safetensors"))
+    checkpoints = sorted((job_dir / CHECKPOINT_DIR).glob("*.safetensors"))
     return f"; resumes from {checkpoints[-1].name}" if checkpoints else ""
 
 

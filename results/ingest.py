@@ -30,7 +30,6 @@ import pyarrow.parquet as pq
 
 from results.jobs import (
     CIRCUIT_FILE,
-    LOG_FILE,
     JobFolder,
     UnreadableJob,
     circuit_nodes,
@@ -48,6 +47,7 @@ from results.store import (
     store_path,
     stored_schema_version,
 )
+from runtime.job import LOG_FILE
 
 METRICS_JSONL = "metrics.jsonl"
 METRICS_PARQUET = "metrics.parquet"  # preferred when present: read as-is, no parsing

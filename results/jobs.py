@@ -18,11 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from results.store import StoreError
-from runtime.job import CONFIG_FILE, FAILED_FILE, JOBS_DIR, LOG_FILE, RESULTS_FILE
+from runtime.job import CONFIG_FILE, FAILED_FILE, JOBS_DIR, RESULTS_FILE, log_tail
 
 CIRCUIT_FILE = "circuit.json"
 TRACEBACK_MARK = "Traceback (most recent call last)"
-LOG_TAIL_BYTES = 16_384
 
 
 @dataclass
@@ -73,19 +72,8 @@ def _read_json(path: Path) -> tuple[dict[str, Any], bytes]:
     return obj, data
 
 
-def log_tail(path: Path, n_lines: int = 20) -> str:
-    log = path / LOG_FILE
-    if not log.is_file():
-        return ""
-    with log.open("rb") as handle:
-        size = handle.seek(0, 2)
-        handle.seek(max(0, size - LOG_TAIL_BYTES))
-        text = handle.read().decode("utf-8", errors="replace")
-    return "\n".join(text.splitlines()[-n_lines:])
-
-
 def _failure_from_log(path: Path) -> str | None:
-    tail = log_tail(path, n_lines=200)
+    tail = log_tail(path, 200)
     if TRACEBACK_MARK not in tail:
         return None
     lines = [line for line in tail.splitlines() if line.strip()]

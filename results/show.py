@@ -9,8 +9,8 @@ from typing import Any
 
 from results.diagram import SITE_ROWS
 from results.ingest import METRICS_JSONL, METRICS_PARQUET
-from results.jobs import CIRCUIT_FILE, circuit_nodes, find_job, log_tail, read_job
-from runtime.job import COMMAND_FILE
+from results.jobs import CIRCUIT_FILE, circuit_nodes, find_job, read_job
+from runtime.job import COMMAND_FILE, log_tail
 
 LOG_LINES = 20
 

@@ -18,8 +18,8 @@ import pyarrow.parquet as pq
 
 from results.diagram import SITE_ROWS
 from results.ingest import METRICS_SCHEMA
-from results.jobs import CIRCUIT_FILE, JOBS_DIR
-from runtime.job import COMMAND_FILE, CONFIG_FILE, LOG_FILE, RESULTS_FILE
+from results.jobs import CIRCUIT_FILE
+from runtime.job import COMMAND_FILE, CONFIG_FILE, JOBS_DIR, LOG_FILE, RESULTS_FILE
 
 SITE_KINDS = SITE_ROWS[:-1]  # every per-layer site kind (all but final_in)
 FINISHED_AT = 1_764_000_000.0  # fixed, so the same call writes the same bytes

@@ -23,6 +23,8 @@ LOG_FILE = "log.txt"  # executor
 RESULTS_FILE = "results.json"  # runtime, last and atomically: the job is done
 PROGRESS_FILE = "progress.json"  # runtime, while it runs
 FAILED_FILE = "failed.json"  # executor, when the job failed
+CHECKPOINT_DIR = "checkpoints"  # train jobs: resumable state
+LOG_TAIL_BYTES = 16_384  # enough for a traceback; never the whole log of a long training run
 
 
 class Progress:
@@ -47,6 +49,18 @@ class JobKind(Protocol):
         """The job's results; None in a data-parallel process other than rank 0, which reports
         for all of them."""
         ...
+
+
+def log_tail(job_dir: Path, lines: int = 20) -> str:
+    """The last ``lines`` lines of the job's log ("" if it has none), read from its end only."""
+    log = job_dir / LOG_FILE
+    if not log.is_file():
+        return ""
+    with log.open("rb") as handle:
+        size = handle.seek(0, 2)
+        handle.seek(max(0, size - LOG_TAIL_BYTES))
+        text = handle.read().decode("utf-8", errors="replace")
+    return "\n".join(text.rstrip().splitlines()[-lines:])
 
 
 def is_complete(job_dir: Path) -> bool:

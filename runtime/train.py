@@ -40,6 +40,7 @@ from runtime import distributed
 from runtime.checkpoint import load_latest_checkpoint, remove_old_checkpoints, save_checkpoint
 from runtime.distributed import SINGLE_PROCESS, Layout
 from runtime.io import write_atomic
+from runtime.job import CHECKPOINT_DIR
 from runtime.model import GPTConfig, SparseGPT, sparse_parameters
 from runtime.sparsity import (
     kept_fraction_at,
@@ -51,7 +52,6 @@ from runtime.sparsity import (
 from spec.recipe import SparsitySpec, TrainSpec
 
 METRICS_FILE = "metrics.jsonl"
-CHECKPOINT_DIR = "checkpoints"
 # Checkpoints kept while training: two, so a bad newest file still leaves one to resume from.
 KEEP_CHECKPOINTS = 2
 

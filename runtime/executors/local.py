@@ -23,9 +23,15 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from runtime.io import read_json, write_json_atomic
-from runtime.job import COMMAND_FILE, FAILED_FILE, LOG_FILE, PROGRESS_FILE, RESULTS_FILE
+from runtime.job import (
+    COMMAND_FILE,
+    FAILED_FILE,
+    LOG_FILE,
+    PROGRESS_FILE,
+    RESULTS_FILE,
+    log_tail,
+)
 
-LOG_TAIL_LINES = 20
 POLL_S = 0.25
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -57,14 +63,6 @@ def job_environment() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
     return env
-
-
-def log_tail(job_dir: Path, lines: int = LOG_TAIL_LINES) -> str:
-    try:
-        text = (job_dir / LOG_FILE).read_text(encoding="utf-8", errors="replace")
-    except FileNotFoundError:
-        return ""
-    return "\n".join(text.rstrip().splitlines()[-lines:])
 
 
 def record_failure(job_dir: Path, reason: str) -> None:

@@ -18,10 +18,10 @@ from typing import Any
 from runtime import distributed
 from runtime.checkpoint import remove_old_checkpoints, save_model
 from runtime.io import read_json
-from runtime.job import RESULTS_FILE, Progress
+from runtime.job import CHECKPOINT_DIR, RESULTS_FILE, Progress
 from runtime.model import GPTConfig
 from runtime.tokens import open_tokens
-from runtime.train import CHECKPOINT_DIR, train
+from runtime.train import train
 from spec.recipe import DataSpec, ModelSpec, SparsitySpec, TrainSpec
 
 MODEL_FILE = "model.safetensors"
