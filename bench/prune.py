@@ -1,10 +1,11 @@
 """Wall time to prune one task, next to the time to train the same tiny model, in one run.
 
-Runs the real pipeline in memory: a BPE tokenizer on the synthetic corpus (task answers forced
-to single tokens), weight-sparse training (runtime/train.py), the mean-ablation stats
-(runtime/ablation.py), then pruning (runtime/prune.py) of each task, and prints seconds for each
-phase plus the circuit found. Pruning cost scales with steps × batch pairs × prompt length, not
-with the training tokens, so the ratio depends on both recipes; the defaults are PruneSpec's.
+Runs the real pipeline in memory: a BPE tokenizer on the synthetic corpus (task answers forced to
+single tokens), weight-sparse training (runtime/training/train.py), the mean-ablation stats
+(runtime/pruning/ablation.py), then pruning (runtime/pruning/prune.py) of each task, and prints
+seconds for each phase plus the circuit found. Pruning cost scales with steps × batch pairs ×
+prompt length, not with the training tokens, so the ratio depends on both recipes; the defaults are
+PruneSpec's.
 
     python bench/prune.py                                  # 2 layers, d_model 64, 1M tokens
     python bench/prune.py --tokens 200k --prune-steps 300 --tasks single_double_quote
@@ -19,14 +20,14 @@ from pathlib import Path
 
 import torch
 
-from runtime.ablation import compute_site_means
-from runtime.circuit import count_edges
+from runtime.data.synthetic import synthetic_programs
+from runtime.data.tokenizer import encode_documents, train_tokenizer
 from runtime.model import GPTConfig
-from runtime.prune import encode_pairs, prune
-from runtime.synthetic import synthetic_programs
+from runtime.pruning.ablation import compute_site_means
+from runtime.pruning.circuit import count_edges
+from runtime.pruning.prune import encode_pairs, prune
 from runtime.tasks import all_candidates, get_task
-from runtime.tokenizer import encode_documents, train_tokenizer
-from runtime.train import describe_device, pick_device, train
+from runtime.training.train import describe_device, pick_device, train
 from spec.recipe import PruneSpec, SparsitySpec, TrainSpec
 from spec.units import parse_count
 

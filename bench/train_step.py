@@ -19,8 +19,8 @@ from collections.abc import Callable
 import torch
 
 from runtime.model import GPTConfig, SparseGPT, sparse_parameters
-from runtime.sparsity import project_tensors_
-from runtime.train import describe_device, make_optimizer, pick_device, train_step
+from runtime.training.sparsity import project_tensors_
+from runtime.training.train import describe_device, make_optimizer, pick_device, train_step
 from spec.recipe import SparsitySpec, TrainSpec
 
 # Dense bf16 tensor-core peaks (FLOP/s) for MFU; other cards get no MFU.

@@ -13,23 +13,23 @@ ROOT = Path(__file__).resolve().parent.parent
 
 KIND_SOURCES: dict[str, tuple[str, ...]] = {
     "tokenize": (
-        "runtime/corpus.py",
-        "runtime/tokenizer.py",
-        "runtime/tokens.py",
+        "runtime/data/corpus.py",
+        "runtime/data/tokenizer.py",
+        "runtime/data/tokens.py",
         "runtime/jobs/tokenize.py",
     ),
     "train": (
         "runtime/model.py",
-        "runtime/sparsity.py",
-        "runtime/train.py",
-        "runtime/checkpoint.py",
+        "runtime/training/sparsity.py",
+        "runtime/training/train.py",
+        "runtime/training/checkpoint.py",
         "runtime/jobs/train.py",
     ),
-    "stats": ("runtime/model.py", "runtime/ablation.py", "runtime/jobs/stats.py"),
+    "stats": ("runtime/model.py", "runtime/pruning/ablation.py", "runtime/jobs/stats.py"),
     "prune": (
         "runtime/model.py",
-        "runtime/prune.py",
-        "runtime/circuit.py",
+        "runtime/pruning/prune.py",
+        "runtime/pruning/circuit.py",
         "runtime/tasks/*.py",
         "runtime/jobs/prune.py",
     ),

@@ -120,7 +120,7 @@ def parse_site(site: str) -> tuple[str, int | None]:
 def circuit_nodes(raw: bytes) -> list[dict[str, Any]]:
     """The kept nodes of a ``circuit.json`` as ``{site, index, kind, layer}`` dicts.
 
-    runtime/circuit.py writes a list of such dicts; a list of ``{site, index}`` or a mapping
+    runtime/pruning/circuit.py writes a list of such dicts; a list of ``{site, index}`` or a mapping
     ``{site: [index, …]}`` is accepted too, with kind and layer derived from the site."""
     nodes = json.loads(raw).get("nodes") or []
     if isinstance(nodes, dict):

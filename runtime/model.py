@@ -7,7 +7,7 @@ optional dense bigram table. Every node site applies AbsTopK (keep the largest |
 feature axis) and then, when ``SparseGPT.hook`` is set, hands the activation to the hook, which
 may replace it (pruning mean-ablates nodes this way). Site and parameter names are the contract
 in docs/jobs.md. Weight sparsity itself is not in the model: the training loop projects the
-tensors named by ``sparse_parameters`` after every step (runtime/sparsity.py).
+tensors named by ``sparse_parameters`` after every step (runtime/training/sparsity.py).
 """
 
 from __future__ import annotations

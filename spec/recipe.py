@@ -25,7 +25,8 @@ from spec.units import Count, Minutes
 
 NAME_PATTERN = r"^[a-z0-9_-]+$"
 # The stages whose jobs run as several cooperating processes (data-parallel training,
-# runtime/distributed.py); every other job kind is one process that writes its folder alone.
+# runtime/training/distributed.py); every other job kind is one process that writes its
+# folder alone.
 MULTI_PROCESS_STAGES = frozenset({"train"})
 
 
@@ -51,7 +52,7 @@ class DataSpec(StrictModel):
     @field_validator("corpus")
     @classmethod
     def _corpus_exists(cls, corpus: str) -> str:
-        from runtime.corpus import corpus_exists  # the runtime knows the corpus kinds
+        from runtime.data.corpus import corpus_exists  # the runtime knows the corpus kinds
 
         if not corpus_exists(corpus):
             raise ValueError(f"corpus path not found: {corpus}")

@@ -12,17 +12,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from runtime.ablation import MEANS_FILE, load_means
-from runtime.checkpoint import load_model
-from runtime.circuit import SITE_KINDS, circuit_to_json, count_edges
+from runtime.data.tokenizer import check_single_tokens, load_tokenizer
+from runtime.data.tokens import TOKENIZER_FILE
 from runtime.io import write_json_atomic
 from runtime.job import Progress
 from runtime.jobs.train import MODEL_FILE
-from runtime.prune import encode_pairs, prune
+from runtime.pruning.ablation import MEANS_FILE, load_means
+from runtime.pruning.circuit import SITE_KINDS, circuit_to_json, count_edges
+from runtime.pruning.prune import encode_pairs, prune
 from runtime.tasks import get_task
-from runtime.tokenizer import check_single_tokens, load_tokenizer
-from runtime.tokens import TOKENIZER_FILE
-from runtime.train import describe_device, pick_device
+from runtime.training.checkpoint import load_model
+from runtime.training.train import describe_device, pick_device
 from spec.recipe import PruneSpec
 
 CIRCUIT_FILE = "circuit.json"

@@ -12,12 +12,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from runtime.ablation import MEANS_FILE, compute_site_means, save_means
-from runtime.checkpoint import load_model
+from runtime.data.tokens import open_tokens
 from runtime.job import Progress
 from runtime.jobs.train import MODEL_FILE
-from runtime.tokens import open_tokens
-from runtime.train import describe_device, pick_device
+from runtime.pruning.ablation import MEANS_FILE, compute_site_means, save_means
+from runtime.training.checkpoint import load_model
+from runtime.training.train import describe_device, pick_device
 
 # Sequences per forward pass; memory only, the means do not depend on it.
 BATCH = {"cpu": 8, "cuda": 64}

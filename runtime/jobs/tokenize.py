@@ -8,16 +8,16 @@ from typing import Any
 
 import numpy as np
 
-from runtime.corpus import CorpusError, load_corpus, split_corpus
-from runtime.io import write_atomic
-from runtime.job import Progress
-from runtime.tokenizer import (
+from runtime.data.corpus import CorpusError, load_corpus, split_corpus
+from runtime.data.tokenizer import (
     check_single_tokens,
     encode_documents,
     save_tokenizer,
     train_tokenizer,
 )
-from runtime.tokens import TOKEN_DTYPE, TOKEN_FILES, TOKENIZER_FILE
+from runtime.data.tokens import TOKEN_DTYPE, TOKEN_FILES, TOKENIZER_FILE
+from runtime.io import write_atomic
+from runtime.job import Progress
 from spec.recipe import DataSpec
 
 

@@ -5,8 +5,9 @@ Config (docs/jobs.md): ``{seed, data, model, train, sparsity, inputs: {tokenize}
 ``metrics.jsonl`` and ``checkpoints/`` (only the newest kept once training is done). Re-running a
 killed job resumes from its newest valid checkpoint.
 
-A job launched as several processes (torchrun, or SLURM tasks: runtime/distributed.py) trains
-data-parallel; rank 0 writes every file and returns the results, the other ranks return None.
+A job launched as several processes (torchrun, or SLURM tasks: runtime/training/distributed.py)
+trains data-parallel; rank 0 writes every file and returns the results, the other ranks return
+None.
 """
 
 from __future__ import annotations
@@ -15,13 +16,13 @@ import os
 from pathlib import Path
 from typing import Any
 
-from runtime import distributed
-from runtime.checkpoint import remove_old_checkpoints, save_model
+from runtime.data.tokens import open_tokens
 from runtime.io import read_json
 from runtime.job import CHECKPOINT_DIR, RESULTS_FILE, Progress
 from runtime.model import GPTConfig
-from runtime.tokens import open_tokens
-from runtime.train import train
+from runtime.training import distributed
+from runtime.training.checkpoint import remove_old_checkpoints, save_model
+from runtime.training.train import train
 from spec.recipe import DataSpec, ModelSpec, SparsitySpec, TrainSpec
 
 MODEL_FILE = "model.safetensors"

@@ -17,13 +17,19 @@ from typing import Any
 import pytest
 import torch
 
-from runtime.checkpoint import load_model
-from runtime.distributed import SINGLE_PROCESS, Layout, detect_layout, first_host, port_for_job
+from runtime.training.checkpoint import load_model
+from runtime.training.distributed import (
+    SINGLE_PROCESS,
+    Layout,
+    detect_layout,
+    first_host,
+    port_for_job,
+)
 from spec.recipe import ModelSpec, SparsitySpec, TrainSpec
 
 TrainJobFactory = Callable[..., Path]  # the `train_job` fixture (tests/runtime/conftest.py)
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 # ---- layout: pure functions of an environment
 

@@ -238,7 +238,7 @@ def circuit_to_json(
         "n_edges": n_edges,
         "edges_by_type": edges_by_type,
         "edge_rule": "nonzero weight entries between two kept nodes; residual and q-k links "
-        "are not weights and are not counted (runtime/circuit.py)",
+        "are not weights and are not counted (runtime/pruning/circuit.py)",
         "nodes": nodes,
         "edges": list_edges(circuit, model) if n_edges <= max_listed_edges else None,
     }

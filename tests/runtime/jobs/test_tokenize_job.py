@@ -10,11 +10,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from runtime.corpus import CorpusError
+from runtime.data.corpus import CorpusError
+from runtime.data.tokenizer import check_single_tokens, eod_id, load_tokenizer
+from runtime.data.tokens import TOKENIZER_FILE, open_tokens
 from runtime.job import run_job
 from runtime.jobs.tokenize import unigram_loss
-from runtime.tokenizer import check_single_tokens, eod_id, load_tokenizer
-from runtime.tokens import TOKENIZER_FILE, open_tokens
 
 REQUIRED = ['")', "')", "]", "]]", ":", ".add", " +=", " else"]
 

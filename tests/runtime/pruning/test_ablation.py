@@ -1,4 +1,4 @@
-"""Mean-ablation statistics (runtime/ablation.py)."""
+"""Mean-ablation statistics (runtime/pruning/ablation.py)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from runtime.ablation import compute_site_means, load_means, save_means, window_starts
 from runtime.model import GPTConfig, SparseGPT
+from runtime.pruning.ablation import compute_site_means, load_means, save_means, window_starts
 
 
 def small_model() -> SparseGPT:

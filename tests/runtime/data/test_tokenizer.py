@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from tokenizers import Tokenizer
 
-from runtime.synthetic import synthetic_programs
-from runtime.tokenizer import (
+from runtime.data.synthetic import synthetic_programs
+from runtime.data.tokenizer import (
     EOD_TOKEN,
     check_single_tokens,
     encode_documents,

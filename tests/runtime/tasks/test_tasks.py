@@ -246,7 +246,7 @@ def test_no_candidate_straddles_the_prompt_end(train_pairs: dict[str, list[TaskP
 def test_answers_are_the_next_token_under_the_real_tokenizer(
     train_pairs: dict[str, list[TaskPair]],
 ) -> None:
-    tokenizer_module = pytest.importorskip("runtime.tokenizer")
+    tokenizer_module = pytest.importorskip("runtime.data.tokenizer")
     texts = [p + a for pairs in train_pairs.values() for pair in pairs
              for p, a in zip(pair.prompts, pair.answers, strict=True)]
     tokenizer = tokenizer_module.train_tokenizer(texts, 768, all_candidates())

@@ -1,9 +1,9 @@
 """Pretraining corpora as sorted, content-hashed lists of ``(name, text)`` documents.
 
 Sources (``DataSpec.corpus``): ``stdlib`` (this interpreter's standard-library sources),
-``synthetic`` (seeded small Python programs, see ``runtime.synthetic``), a folder or glob of ``.py``
-files, a single ``.py`` or ``.txt`` file (one document), or a ``.jsonl`` file (one document per
-line, its ``"text"`` field). Documents are sorted by name so that ``max_bytes`` takes a stable
+``synthetic`` (seeded small Python programs, see ``runtime.data.synthetic``), a folder or glob of
+``.py`` files, a single ``.py`` or ``.txt`` file (one document), or a ``.jsonl`` file (one document
+per line, its ``"text"`` field). Documents are sorted by name so that ``max_bytes`` takes a stable
 prefix, and the corpus hash covers exactly what is used.
 """
 
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-from runtime.synthetic import synthetic_programs
+from runtime.data.synthetic import synthetic_programs
 
 # Parts of the stdlib tree left out of the ``stdlib`` corpus:
 # - site-packages / dist-packages: third-party code, differs between installations;

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from runtime.checkpoint import save_model
+from runtime.data.synthetic import synthetic_programs
+from runtime.data.tokenizer import save_tokenizer, train_tokenizer
 from runtime.job import run_job
 from runtime.jobs.stats import mean_tokens
 from runtime.model import GPTConfig, SparseGPT
-from runtime.synthetic import synthetic_programs
 from runtime.tasks import get_task
-from runtime.tokenizer import save_tokenizer, train_tokenizer
+from runtime.training.checkpoint import save_model
 
 TASK = "single_double_quote"
 RESULT_FIELDS = {

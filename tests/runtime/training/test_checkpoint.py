@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from runtime.checkpoint import (
+from runtime.model import GPTConfig, SparseGPT
+from runtime.training.checkpoint import (
     CheckpointError,
     load_checkpoint,
     load_latest_checkpoint,
@@ -16,7 +17,6 @@ from runtime.checkpoint import (
     save_checkpoint,
     save_model,
 )
-from runtime.model import GPTConfig, SparseGPT
 
 CFG = GPTConfig(vocab_size=300, context=16, n_layer=1, d_model=16, d_head=8, d_mlp=32,
                 attention_sink=True, bigram=True)

@@ -1,7 +1,7 @@
 """Circuit pruning (method §4): learn a mask over every node, then find the smallest circuit.
 
-1. **Masks.** One parameter τ per node (``runtime.circuit.NodeLayout``), init N(0.1, 0.01²) so
-   every node starts on. The forward gate is Heaviside(τ); the backward pass uses
+1. **Masks.** One parameter τ per node (``runtime.pruning.circuit.NodeLayout``), init
+   N(0.1, 0.01²) so every node starts on. The forward gate is Heaviside(τ); the backward pass uses
    d/dτ sigmoid(τ / T) as a surrogate (``HeavisideSTE``). A gate g mean-ablates its node at every
    position: ``x ← g·x + (1 − g)·mean`` (``mean`` is 0 under ``ablation: zero``).
 2. **Optimise** task loss + ``k_coef``·(nodes on) with AdamW (wd 1e-3, β2 0.95, 5 % warmup then
@@ -32,8 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from runtime.ablation import hooked
-from runtime.circuit import Circuit, NodeLayout
+from runtime.pruning.ablation import hooked
+from runtime.pruning.circuit import Circuit, NodeLayout
 from spec.recipe import PruneSpec
 
 TAU_INIT_MEAN = 0.1

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from runtime.sparsity import (
+from runtime.training.sparsity import (
     kept_fraction_at,
     lr_at,
     n_kept,

@@ -1,4 +1,4 @@
-"""Node layout, edge counting and circuit.json (runtime/circuit.py)."""
+"""Node layout, edge counting and circuit.json (runtime/pruning/circuit.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import json
 import pytest
 import torch
 
-from runtime.circuit import (
+from runtime.model import GPTConfig, SparseGPT
+from runtime.pruning.circuit import (
     EDGE_TYPES,
     SITE_KINDS,
     Circuit,
@@ -17,7 +18,6 @@ from runtime.circuit import (
     list_edges,
     parse_site,
 )
-from runtime.model import GPTConfig, SparseGPT
 
 
 def sparse_model(n_layer: int, weights: dict[str, list[tuple[int, int]]] | None = None,

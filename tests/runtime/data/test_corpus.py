@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from runtime.corpus import (
+from runtime.data.corpus import (
     Corpus,
     CorpusError,
     Document,
@@ -16,7 +16,7 @@ from runtime.corpus import (
     load_corpus,
     split_corpus,
 )
-from runtime.synthetic import synthetic_programs
+from runtime.data.synthetic import synthetic_programs
 
 
 def test_stdlib_is_sorted_hashed_and_deterministic() -> None:

@@ -9,12 +9,12 @@ sampler's generator, the step) is checkpointed, the lr and kept fraction are pur
 step, and ``metrics.jsonl`` is cut back to the checkpoint, so a run killed and resumed on CPU
 produces the same weights and metrics as one that never stopped.
 
-Data parallel (``layout`` of several processes, runtime/distributed.py): every rank draws the same
-global batch from the same seeded generator and trains on its own rows of it; the gradients and
-the loss are combined across ranks (each weighted by its share of the rows) before the gradient
-RMS normalisation, so the Adam step and the top-k projection run identically on every rank and
-the result is the single-process one up to floating-point reduction order. Evaluation is split
-across ranks by batch and summed, so every rank holds the same numbers. Rank 0 alone writes
+Data parallel (``layout`` of several processes, runtime/training/distributed.py): every rank draws
+the same global batch from the same seeded generator and trains on its own rows of it; the
+gradients and the loss are combined across ranks (each weighted by its share of the rows) before
+the gradient RMS normalisation, so the Adam step and the top-k projection run identically on every
+rank and the result is the single-process one up to floating-point reduction order. Evaluation is
+split across ranks by batch and summed, so every rank holds the same numbers. Rank 0 alone writes
 metrics and checkpoints; every rank resumes from the same checkpoint.
 """
 
@@ -36,13 +36,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from runtime import distributed
-from runtime.checkpoint import load_latest_checkpoint, remove_old_checkpoints, save_checkpoint
-from runtime.distributed import SINGLE_PROCESS, Layout
 from runtime.io import write_atomic
 from runtime.job import CHECKPOINT_DIR
 from runtime.model import GPTConfig, SparseGPT, sparse_parameters
-from runtime.sparsity import (
+from runtime.training import distributed
+from runtime.training.checkpoint import (
+    load_latest_checkpoint,
+    remove_old_checkpoints,
+    save_checkpoint,
+)
+from runtime.training.distributed import SINGLE_PROCESS, Layout
+from runtime.training.sparsity import (
     kept_fraction_at,
     lr_at,
     nonzero_counts,

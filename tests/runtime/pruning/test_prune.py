@@ -10,10 +10,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from runtime.ablation import compute_site_means
-from runtime.circuit import Circuit, NodeLayout, count_edges
 from runtime.model import GPTConfig, SparseGPT
-from runtime.prune import (
+from runtime.pruning.ablation import compute_site_means
+from runtime.pruning.circuit import Circuit, NodeLayout, count_edges
+from runtime.pruning.prune import (
     PairBatch,
     ablation_values,
     answer_token_ids,

@@ -16,15 +16,15 @@ import numpy as np
 import pytest
 import torch
 
-from runtime.checkpoint import load_model
 from runtime.model import GPTConfig
-from runtime.sparsity import n_kept
-from runtime.train import train
+from runtime.training.checkpoint import load_model
+from runtime.training.sparsity import n_kept
+from runtime.training.train import train
 from spec.recipe import AnnealSpec, ModelSpec, SparsitySpec, TrainSpec
 
 TrainJobFactory = Callable[..., Path]  # the `train_job` fixture (tests/runtime/conftest.py)
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 TINY = GPTConfig(vocab_size=300, context=16, n_layer=1, d_model=32, d_head=8, d_mlp=64)
 
 

@@ -1,0 +1,1 @@
+"""Corpora, the BPE tokenizer and token shards: what a tokenize job builds."""

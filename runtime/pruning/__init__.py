@@ -1,0 +1,1 @@
+"""Circuit pruning: node masks, ablation, discretisation and edge counting."""

@@ -1,0 +1,1 @@
+"""Weight-sparse training: the loop, the top-k projection, checkpoints, data parallelism."""
