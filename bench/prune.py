@@ -25,7 +25,8 @@ from runtime.data.tokenizer import encode_documents, train_tokenizer
 from runtime.model import GPTConfig
 from runtime.pruning.ablation import compute_site_means
 from runtime.pruning.circuit import count_edges
-from runtime.pruning.prune import encode_pairs, prune
+from runtime.pruning.pairs import encode_pairs
+from runtime.pruning.prune import prune
 from runtime.tasks import all_candidates, get_task
 from runtime.training.train import describe_device, pick_device, train
 from spec.recipe import PruneSpec, SparsitySpec, TrainSpec
@@ -94,11 +95,13 @@ def main() -> None:
     for name in args.tasks:
         task = get_task(name)
         t0 = time.perf_counter()
-        train_pairs = encode_pairs(task.pairs(spec.train_pairs, "train", 0), tokenizer,
-                                   task.candidates, cfg.context)
-        heldout_pairs = encode_pairs(task.pairs(spec.heldout_pairs, "heldout", 0), tokenizer,
-                                     task.candidates, cfg.context)
-        pruned = prune(model, train_pairs, heldout_pairs, means, spec, seed=0)
+        split_pairs = {split: encode_pairs(task.pairs(n, split, 0), tokenizer, task.candidates,
+                                           cfg.context)
+                       for split, n in (("train", spec.train_pairs),
+                                        ("heldout", spec.heldout_pairs),
+                                        ("test", spec.test_pairs))}
+        pruned = prune(model, split_pairs["train"], split_pairs["heldout"],
+                       split_pairs["test"].without(split_pairs["heldout"]), means, spec, seed=0)
         seconds = time.perf_counter() - t0
         n_edges = (sum(count_edges(pruned.circuit, model).values())
                    if pruned.circuit is not None else None)

@@ -60,12 +60,17 @@ class RMSNorm(nn.Module):
         super().__init__()
         self.eps = eps
         self.weight = nn.Parameter(torch.ones(dim))
+        # ``scale_hook(scale) -> scale`` sees the per-position factor 1/rms(x), (..., 1); pruning
+        # uses it to freeze the norms at the full model's values (runtime/pruning/norms.py).
+        self.scale_hook: Callable[[Tensor], Tensor] | None = None
 
     def forward(self, x: Tensor) -> Tensor:
         # Normalise in fp32 even under bf16 autocast; the mean of squares loses precision fast.
         xf = x.float()
-        normed = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
-        return normed.type_as(x) * self.weight
+        scale = torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        if self.scale_hook is not None:
+            scale = self.scale_hook(scale)
+        return (xf * scale).type_as(x) * self.weight
 
 
 class AbsTopK(nn.Module):

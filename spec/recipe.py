@@ -176,6 +176,30 @@ def _known_task(name: str) -> str:
 TaskName = Annotated[str, AfterValidator(_known_task)]
 
 
+def _log_range(bounds: list[float]) -> list[float]:
+    if not 0 < bounds[0] < bounds[1]:
+        raise ValueError(f"want [low, high] with 0 < low < high, got {bounds}")
+    return bounds
+
+
+LogRange = Annotated[list[float], Field(min_length=2, max_length=2), AfterValidator(_log_range)]
+
+
+class SearchSpec(StrictModel):
+    """Pruning hyperparameter search per model × task (the paper ran CARBS; method §4).
+
+    Trial 0 uses the prune block's own ``k_coef``, ``lr`` and ``temperature``; the others are a
+    seeded scrambled-Sobol sample of the ranges below, log-uniform. All trials are optimised
+    together in one batched pass over the frozen model; the reported circuit is the one with the
+    fewest edges among those that meet the threshold, and every trial lands in ``prune_trials``.
+    """
+
+    trials: int = Field(8, ge=1, le=256, description="Settings tried per task; 1 = no search.")
+    k_coef: LogRange = Field([1e-5, 1e-2], description="Range of the per-node penalty.")
+    lr: LogRange = Field([1e-3, 1e-2], description="Range of the mask learning rate.")
+    temperature: LogRange = Field([0.5, 2.0], description="Range of the surrogate temperature.")
+
+
 class PruneSpec(StrictModel):
     """Circuit pruning per task (method §4)."""
 
@@ -189,7 +213,23 @@ class PruneSpec(StrictModel):
     batch_size: int = Field(64, ge=1, description="Pairs per pruning step.")
     train_pairs: int = Field(2048, ge=1)
     heldout_pairs: int = Field(512, ge=1)
+    test_pairs: int = Field(
+        512, ge=1, description="Third split (never used to choose the circuit) on which "
+        "sufficiency, necessity, the random-circuit baseline and KL are measured.")
     mean_tokens: Count = Field(262144, gt=0, description="Tokens for the mean-ablation means.")
+    calibrate: bool = Field(
+        True, description="Fit a scale and per-answer shift of the final logits (16 LBFGS steps, "
+        "on training pairs) before judging each circuit's loss, as the paper does.")
+    freeze_norms: bool = Field(
+        False, description="Hold every RMSNorm's scale at the full model's value while pruning, "
+        "so a circuit cannot change the loss by rescaling through the norm.")
+    silent_zero: bool = Field(
+        False, description="Ablate nodes that never fire on the task's prompts to zero, not to "
+        "their pretraining mean (removes the mean-injection effect; not the paper's).")
+    settle_steps: int = Field(
+        100, ge=0, description="Stop a trial once no mask sign has changed for this many steps "
+        "(after warmup); 0 runs every step.")
+    search: SearchSpec = SearchSpec()
 
     @field_validator("tasks")
     @classmethod

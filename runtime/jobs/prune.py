@@ -3,7 +3,7 @@
 Config: ``{seed, task, prune: PruneSpec, inputs: {tokenize, train, stats}}``. Reads the model
 (``<train>/model.safetensors``), the tokenizer (``<tokenize>/tokenizer.json``) and the means
 (``<stats>/means.safetensors``, only for ``ablation: mean``); writes ``circuit.json`` and returns
-the results of docs/jobs.md. A full model that misses the threshold is a result
+the results of docs/jobs.md. A task with no circuit that meets the threshold is a result
 (``found: false`` with a reason), not a failure.
 """
 
@@ -19,7 +19,8 @@ from runtime.job import Progress
 from runtime.jobs.train import MODEL_FILE
 from runtime.pruning.ablation import MEANS_FILE, load_means
 from runtime.pruning.circuit import SITE_KINDS, circuit_to_json, count_edges
-from runtime.pruning.prune import encode_pairs, prune
+from runtime.pruning.pairs import PairBatch, encode_pairs
+from runtime.pruning.prune import prune
 from runtime.tasks import get_task
 from runtime.training.checkpoint import load_model
 from runtime.training.train import describe_device, pick_device
@@ -48,25 +49,38 @@ def run(
         )
     means = load_means(inputs["stats"] / MEANS_FILE) if spec.ablation == "mean" else None
     context = model.cfg.context
-    train = encode_pairs(task.pairs(spec.train_pairs, "train", seed), tokenizer,
-                         task.candidates, context)
-    heldout = encode_pairs(task.pairs(spec.heldout_pairs, "heldout", seed), tokenizer,
-                           task.candidates, context)
 
-    result = prune(model, train, heldout, means, spec, seed,
+    def pairs(n: int, split: str) -> PairBatch:
+        return encode_pairs(task.pairs(n, split, seed), tokenizer, task.candidates, context)
+
+    train, heldout = pairs(spec.train_pairs, "train"), pairs(spec.heldout_pairs, "heldout")
+    test = pairs(spec.test_pairs, "test").without(heldout)
+
+    result = prune(model, train, heldout, test, means, spec, seed,
                    progress=lambda info: progress({"task": task.name, **info}))
 
+    calibration = result.calibration
     results: dict[str, Any] = {
         "task": task.name,
         "loss_threshold": spec.loss_threshold,
         "ablation": spec.ablation,
         "k_coef": spec.k_coef,
+        "calibrate": spec.calibrate,
+        "freeze_norms": spec.freeze_norms,
+        "silent_zero": spec.silent_zero,
         "full_model_loss": result.full_model_loss,
         "found": result.found,
         "reason": result.reason,
         "achieved_loss": result.achieved_loss,
-        "sufficiency_loss": result.achieved_loss,
+        "sufficiency_loss": result.sufficiency_loss,
         "necessity_loss": result.necessity_loss,
+        "random_circuit_loss": result.random_circuit_loss,
+        "kl_to_full": result.kl_to_full,
+        "calibration_scale": None if calibration is None else calibration.scale,
+        "tied_nodes": result.tied_nodes,
+        "n_trials": len(result.trials),
+        "trials": [outcome.row() for outcome in result.trials],
+        "n_test_pairs": len(test),
         "n_nodes": None, "nodes_by_kind": None, "n_edges": None, "edges_by_type": None,
         "device": describe_device(device),
         "prune_time_s": result.wall_time_s,
@@ -80,8 +94,10 @@ def run(
             edges_by_type=edges_by_type,
         )
         document = circuit_to_json(result.circuit, model, scores=result.tau, extra={
-            key: results[key] for key in ("task", "loss_threshold", "ablation", "found",
-                                          "achieved_loss", "full_model_loss", "necessity_loss")
+            key: results[key] for key in (
+                "task", "loss_threshold", "ablation", "found", "achieved_loss",
+                "full_model_loss", "sufficiency_loss", "necessity_loss", "random_circuit_loss",
+                "kl_to_full")
         })
     else:
         document = {"task": task.name, "found": False, "reason": result.reason, "nodes": [],

@@ -1,39 +1,53 @@
-"""Circuit pruning (method §4): learn a mask over every node, then find the smallest circuit.
+"""Circuit pruning (method §4): learn node masks, then find the smallest circuit that passes.
 
 1. **Masks.** One parameter τ per node (``runtime.pruning.circuit.NodeLayout``), init
-   N(0.1, 0.01²) so every node starts on. The forward gate is Heaviside(τ); the backward pass uses
-   d/dτ sigmoid(τ / T) as a surrogate (``HeavisideSTE``). A gate g mean-ablates its node at every
-   position: ``x ← g·x + (1 − g)·mean`` (``mean`` is 0 under ``ablation: zero``).
+   N(0.1, 0.01²) so every node starts on; forward gate Heaviside(τ), backward the derivative of
+   sigmoid(τ / T) (``runtime.pruning.gates``). A gate mean-ablates its node at every position.
 2. **Optimise** task loss + ``k_coef``·(nodes on) with AdamW (wd 1e-3, β2 0.95, 5 % warmup then
    linear decay), ``batch_size`` pairs a step, the base model frozen, τ clamped to [-1, 1].
-3. **Discretise.** Rank nodes by τ and bisect for the smallest k whose circuit (top-k nodes on,
-   the rest ablated) has held-out task loss ≤ ``loss_threshold``. Bisection assumes the loss is
-   monotone in k, which the ranking makes nearly so.
-4. **Validate.** Sufficiency: held-out loss of the circuit alone (= the loss the bisection
-   accepted). Necessity: held-out loss with only the circuit ablated and everything else intact.
+   Several settings (the search's trials) are optimised at once: the pairs are tiled once per
+   trial and each slice of the batch gets its trial's gates, so the model's weights are read once
+   per step for all of them. Each trial's τ is its own parameter; the objective is the sum of the
+   trials' objectives, whose gradients do not mix, so a trial comes out as if it ran alone (up to
+   float reduction order). A trial stops once its mask signs have not changed for
+   ``settle_steps`` (``sign_changes``; the discretisation only needs ranks).
+3. **Discretise** each trial (``runtime.pruning.discretise``): rank by τ with ties broken by
+   attribution, search k without assuming monotonicity, drop nodes greedily; a circuit's loss is
+   judged on the fixed held-out pairs after logit calibration (``runtime.pruning.calibrate``).
+   The circuit reported is the one with the fewest edges among the trials that passed. "Not
+   found" means no trial's circuit passed — the full model's own loss does not decide it.
+4. **Validate** on a third split of pairs that chose nothing: sufficiency (the circuit alone),
+   necessity (only the circuit ablated), a random circuit of the same size, and the KL divergence
+   of the circuit's next-token distribution from the full model's.
 
 Task loss: at each prompt's last real token, cross-entropy over just the pair's two answer ids,
-averaged over both prompts of every pair (chance ln 2). Prompts are right-padded: attention is
-causal, so padding after the last real token cannot reach it.
-
-Everything here works on token ids (``PairBatch``); turning ``TaskPair`` text into ids is
-``encode_pairs``, kept separate so tests can plant circuits with hand-made vocabularies.
+averaged over both prompts of every pair (chance ln 2).
 """
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from runtime.pruning.ablation import hooked
-from runtime.pruning.circuit import Circuit, NodeLayout
+from runtime.pruning.calibrate import Calibration, calibrated_loss, fit_calibration, two_way_loss
+from runtime.pruning.circuit import Circuit, NodeLayout, count_edges
+from runtime.pruning.discretise import count_ties, greedy_drop, rank_nodes, search_k
+from runtime.pruning.gates import (
+    ablation_values,
+    gate_hook,
+    heaviside_ste,
+    silence_to_zero,
+    silent_nodes,
+)
+from runtime.pruning.norms import frozen_scales, full_model_scales
+from runtime.pruning.pairs import PairBatch
 from spec.recipe import PruneSpec
 
 TAU_INIT_MEAN = 0.1
@@ -41,167 +55,35 @@ TAU_INIT_STD = 0.01
 WEIGHT_DECAY = 1e-3
 BETAS = (0.9, 0.95)
 WARMUP = 0.05
-EVAL_BATCH_PAIRS = 64  # pairs per no-grad forward when evaluating: bounds the (2N, T, V) logits
+EVAL_ROWS = 1024  # prompt rows per no-grad forward (mask sets × pairs × 2): bounds memory
+CALIBRATION_PAIRS = 256  # training pairs the calibration of each candidate circuit is fitted on
+ATTRIBUTION_PAIRS = 256  # training pairs the tie-breaking attribution is computed on
+RANDOM_CIRCUITS = 8  # random node sets of the circuit's size, for the baseline
+TRIAL_SEED_STRIDE = 1_000_003  # trial t initialises τ from seed + t·stride
+OSCILLATING_FLIPS = 3  # sign changes after which a node no longer holds a trial open
 
-
-# ---------------------------------------------------------------------------------------------
-# Prompt pairs as token ids
-
-
-@dataclass(frozen=True)
-class PairBatch:
-    """Prompt pairs as ids. Rows ``2i`` and ``2i + 1`` are the two prompts of pair ``i``."""
-
-    tokens: Tensor  # (2N, T) long, right-padded
-    last: Tensor  # (2N,) position of each prompt's last real token
-    candidates: Tensor  # (2N, 2) long: [correct answer id, the other answer id]
-
-    @classmethod
-    def from_ids(
-        cls,
-        prompts: Sequence[tuple[Sequence[int], Sequence[int]]],
-        answers: Sequence[tuple[int, int]],
-        context: int,
-        pad_id: int = 0,
-    ) -> PairBatch:
-        """``prompts[i]`` are the two prompts of pair ``i`` as ids, ``answers[i]`` their correct
-        next-token ids. Prompts longer than ``context`` keep their last ``context`` tokens."""
-        if len(prompts) != len(answers) or not prompts:
-            raise ValueError("need one answer pair per prompt pair, and at least one pair")
-        rows = [list(p)[-context:] for pair in prompts for p in pair]
-        if any(not row for row in rows):
-            raise ValueError("empty prompt")
-        width = max(len(row) for row in rows)
-        tokens = torch.full((len(rows), width), pad_id, dtype=torch.long)
-        for i, row in enumerate(rows):
-            tokens[i, : len(row)] = torch.tensor(row)
-        last = torch.tensor([len(row) - 1 for row in rows])
-        candidates = torch.tensor([c for a, b in answers for c in ((a, b), (b, a))])
-        return cls(tokens, last, candidates)
-
-    def __len__(self) -> int:
-        return self.tokens.shape[0] // 2
-
-    def pairs(self, index: Tensor) -> PairBatch:
-        """The sub-batch of the given pair indices (padding trimmed to the longest prompt)."""
-        rows = torch.stack([2 * index, 2 * index + 1], 1).flatten()
-        last = self.last[rows]
-        return PairBatch(self.tokens[rows, : int(last.max()) + 1], last, self.candidates[rows])
-
-    def chunks(self, size: int) -> list[PairBatch]:
-        n = len(self)
-        return [self.pairs(torch.arange(i, min(i + size, n))) for i in range(0, n, size)]
-
-    def to(self, device: torch.device) -> PairBatch:
-        return PairBatch(self.tokens.to(device), self.last.to(device), self.candidates.to(device))
-
-
-class Encoder(Protocol):
-    """What ``encode_pairs`` needs of a HF ``tokenizers.Tokenizer``."""
-
-    def encode(self, sequence: str) -> Any: ...
-
-
-def answer_token_ids(tokenizer: Encoder, candidates: Sequence[str]) -> dict[str, int]:
-    """Each candidate's single token id; a clear error naming every candidate that is not one."""
-    ids, bad = {}, []
-    for candidate in candidates:
-        encoded = tokenizer.encode(candidate).ids
-        if len(encoded) == 1:
-            ids[candidate] = encoded[0]
-        else:
-            bad.append(f"{candidate!r} → {len(encoded)} tokens {encoded}")
-    if bad:
-        raise ValueError(
-            "task candidates must each be one token under this tokenizer (the tokenize job's "
-            "required_tokens should have forced them): " + "; ".join(bad)
-        )
-    return ids
-
-
-def encode_pairs(pairs: Sequence[Any], tokenizer: Encoder, candidates: Sequence[str],
-                 context: int) -> PairBatch:
-    """``TaskPair`` s (``prompts``, ``answers`` strings) → a ``PairBatch``."""
-    ids = answer_token_ids(tokenizer, candidates)
-    prompts = [tuple(tokenizer.encode(p).ids for p in pair.prompts) for pair in pairs]
-    answers = [(ids[a], ids[b]) for a, b in (pair.answers for pair in pairs)]
-    return PairBatch.from_ids(prompts, answers, context)
-
-
-# ---------------------------------------------------------------------------------------------
-# Gates and ablation
-
-
-class HeavisideSTE(torch.autograd.Function):
-    """Forward Heaviside(τ) ∈ {0, 1}; backward d/dτ sigmoid(τ / T) (a straight-through surrogate:
-    the step has zero gradient almost everywhere, the sigmoid tells τ which way helps)."""
-
-    @staticmethod
-    def forward(ctx: Any, tau: Tensor, temperature: float) -> Tensor:
-        ctx.save_for_backward(tau)
-        ctx.temperature = temperature
-        return (tau > 0).to(tau.dtype)
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
-        (tau,) = ctx.saved_tensors
-        s = torch.sigmoid(tau / ctx.temperature)
-        return grad * s * (1 - s) / ctx.temperature, None
-
-
-def heaviside_ste(tau: Tensor, temperature: float) -> Tensor:
-    return HeavisideSTE.apply(tau, temperature)
-
-
-def ablation_values(layout: NodeLayout, means: dict[str, Tensor] | None, ablation: str,
-                    device: torch.device) -> dict[str, Tensor]:
-    """What a pruned node is replaced by, per site: its mean, or zero."""
-    widths = dict(zip(layout.sites, layout.widths, strict=True))
-    if ablation == "zero":
-        return {site: torch.zeros(width, device=device) for site, width in widths.items()}
-    if ablation != "mean":
-        raise ValueError(f"unknown ablation {ablation!r}")
-    if means is None:
-        raise ValueError("mean ablation needs the stats job's means")
-    missing = [s for s in layout.sites if s not in means]
-    if missing:
-        raise ValueError(f"means are missing sites {missing}")
-    for site, width in widths.items():
-        if means[site].shape != (width,):
-            raise ValueError(
-                f"means[{site!r}] has shape {tuple(means[site].shape)}, want ({width},)"
-            )
-    return {site: means[site].float().to(device) for site in layout.sites}
-
-
-def gate_hook(layout: NodeLayout, gates: Tensor,
-              fill: dict[str, Tensor]) -> Callable[[str, Tensor], Tensor]:
-    """The model hook that applies flat per-node ``gates`` (1 keeps, 0 ablates) at every site."""
-    per_site = layout.split(gates)
-
-    def hook(site: str, x: Tensor) -> Tensor:
-        g = per_site[site].to(x.dtype)
-        m = fill[site].to(x.dtype)
-        # Not m + g·(x − m): that is one op fewer but not exactly x when g = 1.
-        return g * x + (1 - g) * m
-
-    return hook
+Progress = Callable[[dict[str, Any]], None]
 
 
 # ---------------------------------------------------------------------------------------------
 # Task loss
 
 
+def set_losses(model: nn.Module, batch: PairBatch, sets: int) -> Tensor:
+    """(sets,) task loss of each slice of a batch tiled ``sets`` times (hooks decide the gates)."""
+    last = model(batch.tokens, batch.last)  # (sets·2N, V): logits at each prompt's last token
+    two = last.gather(1, batch.candidates).float()  # (sets·2N, 2), correct answer in column 0
+    return two_way_loss(two).view(sets, -1).mean(1)
+
+
 def task_loss(model: nn.Module, batch: PairBatch) -> Tensor:
     """Mean over prompts of the two-way cross-entropy between the correct answer and the other."""
-    last = model(batch.tokens, batch.last)  # (2N, V): logits at each prompt's last token
-    two = last.gather(1, batch.candidates).float()  # (2N, 2), the correct answer in column 0
-    return F.cross_entropy(two, torch.zeros(len(two), dtype=torch.long, device=two.device))
+    return set_losses(model, batch, 1)[0]
 
 
 @torch.no_grad()
 def evaluate(model: nn.Module, batch: PairBatch, hook: Callable[[str, Tensor], Tensor] | None,
-             chunk_pairs: int = EVAL_BATCH_PAIRS) -> float:
+             chunk_pairs: int = 64) -> float:
     """Task loss over the whole batch (chunked), with ``hook`` installed (None: the full model)."""
     total = 0.0
     with hooked(model, hook):
@@ -211,7 +93,83 @@ def evaluate(model: nn.Module, batch: PairBatch, hook: Callable[[str, Tensor], T
 
 
 # ---------------------------------------------------------------------------------------------
-# Mask optimisation
+# Judging candidate circuits on fixed pairs, batched over masks
+
+
+class Judge:
+    """Task losses of many candidate circuits on fixed pairs: gates are on/off masks, the rest of
+    the model is ablated to ``fill``; norms frozen if asked; calibrated on ``calibration`` pairs
+    if given. Chunks (and their frozen norm scales) are built once and reused for every call."""
+
+    def __init__(self, model: nn.Module, layout: NodeLayout, fill: dict[str, Tensor],
+                 pairs: PairBatch, calibration: PairBatch | None, freeze_norms: bool) -> None:
+        self.model, self.layout, self.fill = model, layout, fill
+        self.freeze_norms = freeze_norms
+        self.pairs = self._chunks(pairs)
+        self.calibration = None if calibration is None else self._chunks(calibration)
+        self.n_evaluations = 0
+
+    def _chunks(self, batch: PairBatch) -> list[tuple[PairBatch, list[Tensor] | None]]:
+        size = max(1, min(len(batch), EVAL_ROWS // 2))
+        return [(chunk, full_model_scales(self.model, chunk.tokens, chunk.last)
+                 if self.freeze_norms else None) for chunk in batch.chunks(size)]
+
+    @torch.no_grad()
+    def two_logits(self, masks: Tensor,
+                   chunks: list[tuple[PairBatch, list[Tensor] | None]]) -> Tensor:
+        """(M, 2N, 2) answer logits of each mask's circuit on the chunks' pairs."""
+        device = chunks[0][0].tokens.device
+        per_chunk = []
+        for chunk, scales in chunks:
+            sets = max(1, EVAL_ROWS // (2 * len(chunk)))
+            rows = []
+            for group in masks.split(sets):
+                tiled = chunk.tiled(len(group))
+                gates = group.to(device=device, dtype=torch.float32)
+                with hooked(self.model, gate_hook(self.layout, gates, self.fill)), \
+                        frozen_scales(self.model, scales):
+                    last = self.model(tiled.tokens, tiled.last)
+                rows.append(last.gather(1, tiled.candidates).float().view(len(group), -1, 2))
+            per_chunk.append(torch.cat(rows))
+        return torch.cat(per_chunk, dim=1)
+
+    def candidates(self, chunks: list[tuple[PairBatch, list[Tensor] | None]]) -> Tensor:
+        return torch.cat([chunk.candidates for chunk, _ in chunks])
+
+    def calibrations(self, masks: Tensor) -> list[Calibration]:
+        if self.calibration is None:
+            return [Calibration.identity()] * len(masks)
+        two = self.two_logits(masks, self.calibration)
+        candidates = self.candidates(self.calibration)
+        return [fit_calibration(t, candidates) for t in two]
+
+    def losses(self, masks: Tensor) -> list[float]:
+        """One loss per row of ``masks`` (M, n) bool."""
+        self.n_evaluations += len(masks)
+        two = self.two_logits(masks, self.pairs)
+        candidates = self.candidates(self.pairs)
+        return [calibrated_loss(c, t, candidates)
+                for c, t in zip(self.calibrations(masks), two, strict=True)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Mask optimisation, several settings at once
+
+
+@dataclass(frozen=True)
+class MaskSetting:
+    k_coef: float
+    lr: float
+    temperature: float
+    init_seed: int  # τ's initial noise
+
+
+@dataclass
+class Trial:
+    setting: MaskSetting
+    tau: Tensor  # (n,) detached, clamped to [-1, 1]
+    steps_run: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
 
 
 def prune_lr_at(step: int, steps: int, lr: float, warmup: float = WARMUP) -> float:
@@ -228,81 +186,155 @@ def init_tau(n_nodes: int, seed: int, device: torch.device) -> Tensor:
     return tau.to(device)
 
 
+def sign_changes(tau: Tensor, signs: Tensor, flips: Tensor) -> tuple[Tensor, Tensor, bool]:
+    """New signs, new flip counts, and whether a node that counts changed sign. A node that has
+    flipped ``OSCILLATING_FLIPS`` times stops counting: its τ wanders around zero (the task
+    barely uses it), the discretisation decides it, and it must not keep the trial running."""
+    now = tau > 0
+    changed = now != signs
+    counted_change = bool((changed & (flips < OSCILLATING_FLIPS)).any())
+    return now, flips + changed, counted_change
+
+
 def optimise_masks(
     model: nn.Module,
     layout: NodeLayout,
     fill: dict[str, Tensor],
     train: PairBatch,
-    spec: PruneSpec,
-    seed: int,
-    progress: Callable[[dict[str, Any]], None] | None = None,
-) -> tuple[Tensor, list[dict[str, float]]]:
-    """Learn τ; returns it (detached, clamped) and a short history of (step, loss, nodes on)."""
+    settings: Sequence[MaskSetting],
+    steps: int,
+    batch_size: int,
+    sample_seed: int,
+    freeze_norms: bool = False,
+    settle_steps: int = 0,
+    progress: Progress | None = None,
+) -> list[Trial]:
+    """Learn τ for every setting in one batched loop; pairs are drawn from ``sample_seed``, the
+    same for every trial, so a trial's result does not depend on which others run beside it."""
     device = train.tokens.device
-    tau = nn.Parameter(init_tau(layout.n_nodes, seed, device))
-    optimizer = torch.optim.AdamW([tau], lr=spec.lr, betas=BETAS, weight_decay=WEIGHT_DECAY)
-    generator = torch.Generator().manual_seed(seed + 1)
-    history: list[dict[str, float]] = []
-    log_every = max(1, spec.steps // 20)
-    for step in range(spec.steps):
-        # forward / backward: task loss through the gated model, plus the node-count penalty
-        index = torch.randperm(len(train), generator=generator)[: spec.batch_size]
-        gates = heaviside_ste(tau, spec.temperature)
-        with hooked(model, gate_hook(layout, gates, fill)):
-            loss = task_loss(model, train.pairs(index.to(device)))
-        n_on = gates.sum()
-        objective = loss + spec.k_coef * n_on
+    taus = [nn.Parameter(init_tau(layout.n_nodes, s.init_seed, device)) for s in settings]
+    optimizer = torch.optim.AdamW(
+        [{"params": [tau], "lr": s.lr} for tau, s in zip(taus, settings, strict=True)],
+        betas=BETAS, weight_decay=WEIGHT_DECAY)
+    trials = [Trial(s, tau.detach()) for s, tau in zip(settings, taus, strict=True)]
+    generator = torch.Generator().manual_seed(sample_seed)
+    active = list(range(len(settings)))
+    signs = [tau.detach() > 0 for tau in taus]
+    flips = [torch.zeros_like(tau, dtype=torch.long) for tau in taus]
+    unchanged = [0] * len(settings)  # steps since a counted sign change, from the end of warmup
+    warmup_steps = max(1, round(WARMUP * steps))
+    log_every = max(1, steps // 20)
+    for step in range(steps):
+        if not active:
+            break
+        # forward / backward: every active trial's gated model on the same pairs
+        index = torch.randperm(len(train), generator=generator)[:batch_size]
+        batch = train.pairs(index.to(device))
+        temperature = torch.tensor([[settings[i].temperature] for i in active], device=device)
+        gates = heaviside_ste(torch.stack([taus[i] for i in active]), temperature)  # (A, n)
+        scales = full_model_scales(model, batch.tokens, batch.last) if freeze_norms else None
+        with hooked(model, gate_hook(layout, gates, fill)), frozen_scales(model, scales):
+            losses = set_losses(model, batch.tiled(len(active)), len(active))  # (A,)
+        n_on = gates.sum(1)
+        losses_seen = losses.detach()
+        k_coef = torch.tensor([settings[i].k_coef for i in active], device=device)
         optimizer.zero_grad(set_to_none=True)
-        objective.backward()
-        # AdamW step at the scheduled lr, then clamp τ back into [-1, 1]
-        for group in optimizer.param_groups:
-            group["lr"] = prune_lr_at(step, spec.steps, spec.lr)
+        (losses + k_coef * n_on).sum().backward()
+        # AdamW at each trial's scheduled lr (trials without a gradient are skipped), then clamp
+        for i, group in enumerate(optimizer.param_groups):
+            group["lr"] = prune_lr_at(step, steps, settings[i].lr)
         optimizer.step()
         with torch.no_grad():
-            tau.clamp_(-1.0, 1.0)
-        if step % log_every == 0 or step == spec.steps - 1:
-            record = {"step": step, "task_loss": loss.item(), "nodes_on": n_on.item()}
-            history.append(record)
-            if progress is not None:
-                progress({"phase": "optimise", "steps": spec.steps, **record})
-    return tau.detach(), history
+            for i in active:
+                taus[i].clamp_(-1.0, 1.0)
+        # bookkeeping: history, and trials whose signs have settled leave the batch
+        still_active = []
+        for slot, i in enumerate(active):
+            trial = trials[i]
+            trial.steps_run = step + 1
+            if step % log_every == 0 or step == steps - 1:
+                trial.history.append({"step": step, "task_loss": float(losses_seen[slot]),
+                                      "nodes_on": float(n_on[slot].detach())})
+            signs[i], flips[i], changed = sign_changes(taus[i].detach(), signs[i], flips[i])
+            unchanged[i] = 0 if changed or step < warmup_steps else unchanged[i] + 1
+            if not (settle_steps and unchanged[i] >= settle_steps):
+                still_active.append(i)
+        if progress is not None and (step % log_every == 0 or step == steps - 1):
+            progress({"phase": "optimise", "step": step, "steps": steps,
+                      "trials_active": len(still_active),
+                      "task_loss": float(losses_seen.min()),
+                      "nodes_on": float(n_on.detach().min())})
+        active = still_active
+    for trial, tau in zip(trials, taus, strict=True):
+        trial.tau = tau.detach().clone()
+    return trials
+
+
+def attribution(model: nn.Module, layout: NodeLayout, fill: dict[str, Tensor], tau: Tensor,
+                batch: PairBatch, freeze_norms: bool) -> Tensor:
+    """−∂L/∂g at the learned mask g = Heaviside(τ): the first-order loss increase from switching
+    each node off (or decrease from switching it on). Breaks ties in τ."""
+    gates = (tau > 0).float().requires_grad_()
+    scales = full_model_scales(model, batch.tokens, batch.last) if freeze_norms else None
+    with hooked(model, gate_hook(layout, gates, fill)), frozen_scales(model, scales):
+        loss = task_loss(model, batch)
+    (grad,) = torch.autograd.grad(loss, gates)
+    return -grad.detach()
 
 
 # ---------------------------------------------------------------------------------------------
-# Discretisation
+# The search: trials → smallest circuit
 
 
-def smallest_passing_k(predicate: Callable[[int], bool], lo: int, hi: int) -> int | None:
-    """The smallest k in [lo, hi] with ``predicate(k)``, assuming it is monotone (false … true);
-    None if even ``predicate(hi)`` is false. Calls the predicate O(log(hi − lo)) times."""
-    if lo > hi or not predicate(hi):
-        return None
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if predicate(mid):
-            hi = mid
-        else:
-            lo = mid + 1
-    return lo
+def search_settings(spec: PruneSpec, seed: int) -> list[MaskSetting]:
+    """Trial 0: the spec's own settings; then a scrambled-Sobol sample of the log ranges."""
+    settings = [MaskSetting(spec.k_coef, spec.lr, spec.temperature, seed)]
+    extra = spec.search.trials - 1
+    if extra:
+        ranges = [spec.search.k_coef, spec.search.lr, spec.search.temperature]
+        sobol = torch.quasirandom.SobolEngine(len(ranges), scramble=True, seed=seed)
+        for t, u in enumerate(sobol.draw(extra, dtype=torch.float64).tolist(), start=1):
+            values = [lo * (hi / lo) ** x for (lo, hi), x in zip(ranges, u, strict=True)]
+            settings.append(MaskSetting(*values, init_seed=seed + t * TRIAL_SEED_STRIDE))
+    return settings
 
 
-def top_k_mask(scores: Tensor, k: int) -> Tensor:
-    """Boolean mask of the k highest scores (ties broken by node order, deterministically)."""
-    order = torch.sort(scores.detach().cpu(), descending=True, stable=True).indices
-    kept = torch.zeros(len(scores), dtype=torch.bool)
-    kept[order[:k]] = True
-    return kept
+@dataclass
+class TrialOutcome:
+    """One trial of the search, as the ``prune_trials`` table records it."""
+
+    trial: int
+    k_coef: float
+    lr: float
+    temperature: float
+    steps_run: int
+    nodes_on: int  # τ > 0 at the end of optimisation
+    tied_nodes: int
+    prefix_k: int | None  # smallest passing prefix of the ranking, before greedy dropping
+    n_nodes: int | None
+    n_edges: int | None
+    loss: float | None
+    evaluations: int
+
+    def row(self) -> dict[str, Any]:
+        return dict(vars(self))
 
 
 @dataclass
 class PruneResult:
     found: bool
     reason: str | None
-    full_model_loss: float
+    full_model_loss: float  # held-out pairs, uncalibrated
     circuit: Circuit | None = None
-    tau: Tensor | None = None
-    achieved_loss: float | None = None  # = sufficiency_loss: the circuit alone, rest ablated
-    necessity_loss: float | None = None  # only the circuit ablated
+    tau: Tensor | None = None  # the chosen trial's τ
+    achieved_loss: float | None = None  # held-out (choosing) pairs, calibrated: ≤ threshold
+    sufficiency_loss: float | None = None  # test pairs: the circuit alone
+    necessity_loss: float | None = None  # test pairs: only the circuit ablated
+    random_circuit_loss: float | None = None  # test pairs: random node sets of the same size
+    kl_to_full: float | None = None  # test pairs: KL(full ‖ circuit) of the next-token dists
+    calibration: Calibration | None = None
+    tied_nodes: int = 0
+    trials: list[TrialOutcome] = field(default_factory=list)
     history: list[dict[str, float]] = field(default_factory=list)
     wall_time_s: float = 0.0
 
@@ -311,55 +343,122 @@ def prune(
     model: nn.Module,
     train: PairBatch,
     heldout: PairBatch,
+    test: PairBatch,
     means: dict[str, Tensor] | None,
     spec: PruneSpec,
     seed: int = 0,
-    progress: Callable[[dict[str, Any]], None] | None = None,
+    progress: Progress | None = None,
 ) -> PruneResult:
     """Method §4 end to end on token ids. The model is frozen (``requires_grad`` off) and put in
-    eval mode; nothing else about it changes."""
+    eval mode; nothing else about it changes. ``heldout`` pairs choose the circuit, ``test`` pairs
+    only measure it."""
     started = time.perf_counter()
     device = next(model.parameters()).device
     model.eval()
     model.requires_grad_(False)
-    train, heldout = train.to(device), heldout.to(device)
+    train, heldout, test = train.to(device), heldout.to(device), test.to(device)
     layout = NodeLayout.from_model(model)
     fill = ablation_values(layout, means, spec.ablation, device)
-
-    def circuit_loss(kept: Tensor) -> float:
-        return evaluate(model, heldout, gate_hook(layout, kept.to(device).float(), fill))
-
+    if spec.silent_zero:
+        fill = silence_to_zero(fill, layout, silent_nodes(model, layout, train))
+    calibration_pairs = train.pairs(torch.arange(min(len(train), CALIBRATION_PAIRS),
+                                                 device=device)) if spec.calibrate else None
+    judge = Judge(model, layout, fill, heldout, calibration_pairs, spec.freeze_norms)
     full_model_loss = evaluate(model, heldout, None)
-    if not full_model_loss <= spec.loss_threshold:
-        return PruneResult(
-            found=False, full_model_loss=full_model_loss,
-            reason=f"the full model's held-out task loss {full_model_loss:.4f} misses the "
-            f"threshold {spec.loss_threshold}; no circuit can reach it",
-            wall_time_s=time.perf_counter() - started,
-        )
 
-    tau, history = optimise_masks(model, layout, fill, train, spec, seed, progress)
+    # optimise every trial's masks at once
+    trials = optimise_masks(model, layout, fill, train, search_settings(spec, seed), spec.steps,
+                            spec.batch_size, sample_seed=seed + 1,
+                            freeze_norms=spec.freeze_norms, settle_steps=spec.settle_steps,
+                            progress=progress)
 
-    losses: dict[int, float] = {}
-
-    def passes(k: int) -> bool:
-        losses[k] = circuit_loss(top_k_mask(tau, k))
+    # discretise each: rank, search k, drop greedily; keep the passing circuit with fewest edges
+    attribution_pairs = train.pairs(torch.arange(min(len(train), ATTRIBUTION_PAIRS),
+                                                 device=device))
+    outcomes: list[TrialOutcome] = []
+    best: tuple[tuple[int, int, float], Tensor, float, Trial, int] | None = None
+    for t, trial in enumerate(trials):
+        before = judge.n_evaluations
+        order = rank_nodes(trial.tau.cpu(), attribution(
+            model, layout, fill, trial.tau, attribution_pairs, spec.freeze_norms).cpu())
+        found = search_k(order, judge.losses, spec.loss_threshold)
+        kept, loss = found.kept, found.loss
+        if kept is not None:
+            kept, dropped_loss, _ = greedy_drop(kept, order, judge.losses, spec.loss_threshold)
+            loss = dropped_loss if dropped_loss is not None else loss
+        n_edges = None if kept is None else sum(count_edges(Circuit(layout, kept), model).values())
+        ties = count_ties(trial.tau)
+        outcomes.append(TrialOutcome(
+            trial=t, k_coef=trial.setting.k_coef, lr=trial.setting.lr,
+            temperature=trial.setting.temperature, steps_run=trial.steps_run,
+            nodes_on=int((trial.tau > 0).sum()), tied_nodes=ties,
+            prefix_k=None if found.kept is None else int(found.kept.sum()),
+            n_nodes=None if kept is None else int(kept.sum()), n_edges=n_edges, loss=loss,
+            evaluations=judge.n_evaluations - before))
         if progress is not None:
-            progress({"phase": "discretise", "k": k, "loss": losses[k]})
-        return losses[k] <= spec.loss_threshold
+            progress({"phase": "discretise", "trial": t, "trials": len(trials),
+                      "n_nodes": outcomes[-1].n_nodes, "loss": loss})
+        if kept is not None and n_edges is not None and loss is not None:
+            rank = (n_edges, int(kept.sum()), loss)
+            if best is None or rank < best[0]:
+                best = (rank, kept, loss, trial, ties)
 
-    k = smallest_passing_k(passes, 0, layout.n_nodes)
-    if k is None:  # cannot happen when the full model passes, unless evaluation is not exact
+    if best is None:
+        every_node = judge.losses(torch.ones(1, layout.n_nodes, dtype=torch.bool))[0]
         return PruneResult(
-            found=False, full_model_loss=full_model_loss, tau=tau.cpu(), history=history,
-            reason=f"no top-k circuit reached {spec.loss_threshold} (all nodes: "
-            f"{losses.get(layout.n_nodes, math.nan):.4f})",
-            wall_time_s=time.perf_counter() - started,
-        )
-    kept = top_k_mask(tau, k)
+            found=False, full_model_loss=full_model_loss, trials=outcomes,
+            tau=trials[0].tau.cpu(), history=trials[0].history,
+            reason=f"no circuit of any of {len(trials)} trial(s) reached the threshold "
+            f"{spec.loss_threshold} on the held-out pairs (every node kept: {every_node:.4f}"
+            f"{' calibrated' if spec.calibrate else ''}; full model, uncalibrated: "
+            f"{full_model_loss:.4f})",
+            wall_time_s=time.perf_counter() - started)
+
+    _, kept, loss, trial, ties = best
+    validation = validate(model, layout, fill, kept, test, calibration_pairs, spec.freeze_norms,
+                          seed)
     return PruneResult(
         found=True, reason=None, full_model_loss=full_model_loss,
-        circuit=Circuit(layout, kept), tau=tau.cpu(), achieved_loss=losses[k],
-        necessity_loss=circuit_loss(~kept), history=history,
-        wall_time_s=time.perf_counter() - started,
-    )
+        circuit=Circuit(layout, kept), tau=trial.tau.cpu(), achieved_loss=loss,
+        tied_nodes=ties, trials=outcomes, history=trial.history,
+        wall_time_s=time.perf_counter() - started, **validation)
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation on pairs that chose nothing
+
+
+@torch.no_grad()
+def kl_to_full(model: nn.Module, layout: NodeLayout, fill: dict[str, Tensor], kept: Tensor,
+               batch: PairBatch, freeze_norms: bool) -> float:
+    """Mean over prompts of KL(full model ‖ circuit) of the next-token distribution."""
+    total = 0.0
+    for chunk in batch.chunks(max(1, EVAL_ROWS // 4)):
+        full = F.log_softmax(model(chunk.tokens, chunk.last).float(), -1)
+        scales = full_model_scales(model, chunk.tokens, chunk.last) if freeze_norms else None
+        with hooked(model, gate_hook(layout, kept.float().to(full.device), fill)), \
+                frozen_scales(model, scales):
+            pruned = F.log_softmax(model(chunk.tokens, chunk.last).float(), -1)
+        total += float(F.kl_div(pruned, full, log_target=True, reduction="sum"))
+    return total / (2 * len(batch))
+
+
+def validate(model: nn.Module, layout: NodeLayout, fill: dict[str, Tensor], kept: Tensor,
+             test: PairBatch, calibration_pairs: PairBatch | None, freeze_norms: bool,
+             seed: int) -> dict[str, Any]:
+    """Sufficiency, necessity, the random-circuit baseline and KL of ``kept`` on ``test``."""
+    judge = Judge(model, layout, fill, test, calibration_pairs, freeze_norms)
+    generator = torch.Generator().manual_seed(seed + 2)
+    n_kept = int(kept.sum())
+    randoms = torch.zeros(RANDOM_CIRCUITS, layout.n_nodes, dtype=torch.bool)
+    for row in randoms:
+        row[torch.randperm(layout.n_nodes, generator=generator)[:n_kept]] = True
+    masks = torch.cat([kept.unsqueeze(0), (~kept).unsqueeze(0), randoms])
+    losses = judge.losses(masks)
+    return {
+        "sufficiency_loss": losses[0],
+        "necessity_loss": losses[1],
+        "random_circuit_loss": sum(losses[2:]) / RANDOM_CIRCUITS,
+        "kl_to_full": kl_to_full(model, layout, fill, kept, test, freeze_norms),
+        "calibration": judge.calibrations(kept.unsqueeze(0))[0],
+    }

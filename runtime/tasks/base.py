@@ -15,8 +15,10 @@ from typing import Any, Literal
 
 from runtime.tasks.sampling import Pools, Scaffold, pools_for
 
-Split = Literal["train", "heldout"]
-SPLITS: tuple[Split, ...] = ("train", "heldout")
+# "test" draws from the held-out vocabulary with its own random stream: pairs that neither trained
+# the masks nor chose the circuit, on which a circuit is validated.
+Split = Literal["train", "heldout", "test"]
+SPLITS: tuple[Split, ...] = ("train", "heldout", "test")
 
 
 @dataclass(frozen=True)
@@ -61,7 +63,7 @@ class Task:
         if n < 0:
             raise ValueError(f"n must be >= 0, got {n}")
         rng = random.Random(f"{self.name}:{split}:{seed}")
-        pools = pools_for(split)
+        pools = pools_for("heldout" if split == "test" else split)
         out = [self.generate(rng, pools) for _ in range(n)]
         for pair in out:
             self._check(pair)

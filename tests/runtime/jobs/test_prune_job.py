@@ -88,7 +88,7 @@ def test_prune_job_reports_an_unreachable_threshold(workspace: Path) -> None:
     job_dir = write_config(workspace, "prune-missed", prune_config(threshold=1e-3))
     results = run_job(job_dir)
     assert results.keys() >= RESULT_FIELDS
-    assert not results["found"] and "misses the threshold" in results["reason"]
+    assert not results["found"] and "reached the threshold 0.001" in results["reason"]
     assert results["n_edges"] is None
     assert json.loads((job_dir / "circuit.json").read_text())["found"] is False
 

@@ -1,190 +1,201 @@
-"""Pruning (method §4): helpers, the task loss, and a planted circuit that pruning must recover."""
+"""Pruning end to end (method §4) on a planted circuit, and its helpers: the task loss, gates,
+batched trials, calibration, frozen norms, silent nodes."""
 
 from __future__ import annotations
 
 import itertools
 import math
-import random
 from types import SimpleNamespace
 
 import pytest
 import torch
 
-from runtime.model import GPTConfig, SparseGPT
-from runtime.pruning.ablation import compute_site_means
-from runtime.pruning.circuit import Circuit, NodeLayout, count_edges
-from runtime.pruning.prune import (
-    PairBatch,
+from runtime.pruning.ablation import compute_site_means, hooked
+from runtime.pruning.calibrate import Calibration, fit_calibration
+from runtime.pruning.circuit import NodeLayout, count_edges
+from runtime.pruning.gates import (
     ablation_values,
-    answer_token_ids,
-    encode_pairs,
-    evaluate,
     gate_hook,
     heaviside_ste,
+    silence_to_zero,
+    silent_nodes,
+)
+from runtime.pruning.groundtruth import F0, F1, THRESHOLD, A, B, Q, X, Y, planted
+from runtime.pruning.norms import frozen_scales, full_model_scales
+from runtime.pruning.pairs import PairBatch, answer_token_ids, encode_pairs
+from runtime.pruning.prune import (
+    Judge,
+    MaskSetting,
+    evaluate,
+    optimise_masks,
     prune,
     prune_lr_at,
-    smallest_passing_k,
+    search_settings,
     task_loss,
-    top_k_mask,
 )
 from spec.recipe import PruneSpec
 
-# ---------------------------------------------------------------------------------------------
-# The planted model. One layer, d_model 16, d_head 4 (4 heads), 8 MLP neurons, AbsTopK off.
-# Task: a prompt starts with a marker A or B, then 4–14 fillers, then a query token Q; the answer
-# is X after A and Y after B. The pair's two prompts differ only in the marker.
-#
-# Planted path (12 nodes, 8 edges), every node necessary:
-#   attn_in[FLAG] → k[0]    keys light up on the marker,
-#   attn_in[QUERY] → q[0]   the query lights up on Q, so head 0 at Q attends to the marker,
-#   attn_in[SIGN] → v[1]    the value carries the marker's sign (A +1, B −1),
-#   v[1] → attn_out[ATT]    written to residual channel ATT,
-#   mlp_in[ATT] → neurons 0 (GELU(+x)) and 1 (GELU(−x)) → mlp_out[MLPW] = n0 − n1,
-#   final_in[MLPW]          read by the unembedding: +X, −Y.
-# Distractors: head 1 attends uniformly and copies filler channel 9 into NOISE; neuron 2 copies
-# NOISE into NOISE2; the unembedding reads both, so they add pair-level noise to the logit
-# difference. Neuron 3 fires on the constant BIAS channel everywhere and changes nothing. A large
-# constant BIAS channel in every embedding keeps RMSNorm close to a fixed scale.
-
-F0, F1, F2, F3, A, B, Q, X, Y = range(9)
-VOCAB = 9
-SIGN, FLAG, QUERY, QPAD, ATT, MLPW, NOISE, NOISE2, BIAS = range(9)
-BIAS_VALUE = 3.0
-EMBEDDING = {
-    A: {SIGN: 1, FLAG: 1}, B: {SIGN: -1, FLAG: 1}, Q: {QUERY: 1, QPAD: 1},
-    F0: {9: 1, 10: 1}, F1: {11: 1, 12: 1}, F2: {13: 1, 14: 1}, F3: {15: 1, 9: -1},
-    X: {10: 1, 11: 1}, Y: {12: 1, 13: 1},
-}
-PLANTED = [
-    ("l0.attn_in", SIGN), ("l0.attn_in", FLAG), ("l0.attn_in", QUERY),
-    ("l0.q", 0), ("l0.k", 0), ("l0.v", 1), ("l0.attn_out", ATT),
-    ("l0.mlp_in", ATT), ("l0.mlp_neuron", 0), ("l0.mlp_neuron", 1), ("l0.mlp_out", MLPW),
-    ("final_in", MLPW),
-]
-PLANTED_EDGES = {
-    "attn_in->q": 1, "attn_in->k": 1, "attn_in->v": 1, "v->attn_out": 1,
-    "mlp_in->mlp_neuron": 2, "mlp_neuron->mlp_out": 2,
-}
-# The threshold sits below the loss of every planted node's single ablation (≥ 0.13) and far
-# above the planted circuit's (≈ 0.003), so the planted circuit is the smallest that passes.
-THRESHOLD = 0.1
-
-
-def planted_model() -> SparseGPT:
-    cfg = GPTConfig(vocab_size=VOCAB, context=32, n_layer=1, d_model=16, d_head=4, d_mlp=8,
-                    afrac=1.0)
-    model = SparseGPT(cfg)
-    weights = {
-        "blocks.0.attn.q_proj.weight": [(0, QUERY, 2.83)],  # q·k/√4 = 4 on the marker
-        "blocks.0.attn.k_proj.weight": [(0, FLAG, 2.83)],
-        "blocks.0.attn.v_proj.weight": [(1, SIGN, 1.0), (4, 9, 1.0)],
-        "blocks.0.attn.o_proj.weight": [(ATT, 1, 1.0), (NOISE, 4, 1.0)],
-        "blocks.0.mlp.fc.weight": [(0, ATT, 1.0), (1, ATT, -1.0), (2, NOISE, 1.0), (3, BIAS, 1.0)],
-        "blocks.0.mlp.proj.weight": [(MLPW, 0, 1.0), (MLPW, 1, -1.0), (NOISE2, 2, 1.0),
-                                     (QPAD, 3, 0.3)],
-        "lm_head.weight": [(X, MLPW, 3.0), (Y, MLPW, -3.0), (X, NOISE, 0.5), (Y, NOISE, -0.5),
-                           (X, NOISE2, 0.5), (Y, NOISE2, -0.5)],
-        "wte.weight": [(token, channel, value) for token, channels in EMBEDDING.items()
-                       for channel, value in [*channels.items(), (BIAS, BIAS_VALUE)]],
-    }
-    with torch.no_grad():
-        for param in model.parameters():
-            param.zero_()
-        for name, entries in weights.items():
-            for row, col, value in entries:
-                model.get_parameter(name)[row, col] = value
-        # Every embedding has the same norm; this gain makes the attention reads exactly ±1.
-        model.blocks[0].ln_attn.weight.fill_(math.sqrt((BIAS_VALUE**2 + 2) / 16))
-        model.blocks[0].ln_mlp.weight.fill_(1.0)
-        model.ln_f.weight.fill_(1.0)
-    return model
-
-
-def planted_pairs(n: int, seed: int) -> PairBatch:
-    rng = random.Random(seed)
-    prompts, answers = [], []
-    for _ in range(n):
-        fillers = [rng.randrange(4) for _ in range(rng.randint(4, 14))]
-        prompts.append(([A, *fillers, Q], [B, *fillers, Q]))
-        answers.append((X, Y))
-    return PairBatch.from_ids(prompts, answers, context=32)
+SPLITS = {"train_pairs": 256, "heldout_pairs": 256, "test_pairs": 256}
 
 
 @pytest.fixture(scope="module")
-def planted() -> SimpleNamespace:
-    model = planted_model()
-    stream = torch.randint(0, VOCAB, (20_000,), generator=torch.Generator().manual_seed(0))
-    means = compute_site_means(model, stream.numpy(), n_tokens=20_000, batch=32, context=16)
-    layout = NodeLayout.from_model(model)
+def planted_ns() -> SimpleNamespace:
+    truth = planted("composition")
+    means = compute_site_means(truth.model, truth.stream(20_000).numpy(), n_tokens=20_000,
+                               batch=32, context=16)
+    layout = NodeLayout.from_model(truth.model)
     fill = ablation_values(layout, means, "mean", torch.device("cpu"))
-    return SimpleNamespace(model=model, means=means, layout=layout, fill=fill,
-                           train=planted_pairs(256, seed=2), heldout=planted_pairs(256, seed=1))
+    return SimpleNamespace(truth=truth, model=truth.model, means=means, layout=layout, fill=fill,
+                           train=truth.pairs(256, seed=2), heldout=truth.pairs(256, seed=1),
+                           test=truth.pairs(256, seed=3))
 
 
-def circuit_loss(p: SimpleNamespace, kept: torch.Tensor) -> float:
-    return evaluate(p.model, p.heldout, gate_hook(p.layout, kept.float(), p.fill))
+
+def run_prune(p: SimpleNamespace, **overrides: object) -> object:
+    spec = PruneSpec(**{"loss_threshold": THRESHOLD, **SPLITS, **overrides})
+    return prune(p.model, p.train, p.heldout, p.test, p.means, spec, seed=0)
 
 
-def test_planted_path_is_the_smallest_sufficient_circuit(planted: SimpleNamespace) -> None:
-    # The premise of the recovery test: the path alone passes, ablating it sends the task to
-    # chance, and dropping any one of its nodes fails the threshold.
-    kept = planted.layout.mask(PLANTED)
-    assert circuit_loss(planted, kept) < 0.01
-    assert circuit_loss(planted, ~kept) > math.log(2) - 0.01
-    for node in PLANTED:
-        without = kept.clone()
-        without[planted.layout.index(*node)] = False
-        assert circuit_loss(planted, without) > THRESHOLD, node
-    assert count_edges(Circuit(planted.layout, kept), planted.model) == PLANTED_EDGES
-
-
-def test_pruning_recovers_the_planted_circuit(planted: SimpleNamespace) -> None:
-    before = {name: p.clone() for name, p in planted.model.state_dict().items()}
-    spec = PruneSpec(steps=80, lr=0.01, batch_size=32, k_coef=1e-4, loss_threshold=THRESHOLD)
-    result = prune(planted.model, planted.train, planted.heldout, planted.means, spec, seed=0)
-
+def test_recovery_survives_tau_at_the_clamp_and_reports_the_search(
+        planted_ns: SimpleNamespace) -> None:
+    # Every step of the default 2000 (no early stop) drives kept τ to +1: the ranking is one big
+    # tie that attribution must break. One trial, so it is trial 0's circuit.
+    before = {name: p.clone() for name, p in planted_ns.model.state_dict().items()}
+    result = run_prune(planted_ns, settle_steps=0, search={"trials": 1})
     assert result.found and result.reason is None
-    found = set(result.circuit.nodes())
-    assert found == set(PLANTED)  # node precision and recall 1.0
+    assert result.tied_nodes >= len(planted_ns.truth.nodes)
+    assert result.tau.max() == 1.0 and result.tau.min() >= -1
+    assert planted_ns.truth.scores(result.circuit.nodes()) == (1.0, 1.0)
+    assert count_edges(result.circuit, planted_ns.model) == planted_ns.truth.edges
+    (trial,) = result.trials
+    assert trial.steps_run == 2000 and trial.n_nodes == len(planted_ns.truth.nodes)
     assert result.achieved_loss <= THRESHOLD
-    assert result.full_model_loss <= THRESHOLD
-    assert result.necessity_loss > math.log(2) - 0.01
-    assert count_edges(result.circuit, planted.model) == PLANTED_EDGES
-    assert result.tau.min() >= -1 and result.tau.max() <= 1
+    assert result.sufficiency_loss <= THRESHOLD  # on pairs that chose nothing
+    assert result.necessity_loss > math.log(2) - 0.05
+    assert result.random_circuit_loss > 5 * result.sufficiency_loss
+    assert result.kl_to_full >= 0
     # The base model is frozen and unchanged.
-    assert not any(p.requires_grad for p in planted.model.parameters())
-    for name, tensor in planted.model.state_dict().items():
+    assert not any(p.requires_grad for p in planted_ns.model.parameters())
+    for name, tensor in planted_ns.model.state_dict().items():
         assert torch.equal(tensor, before[name]), name
 
 
-def test_full_model_missing_the_threshold_is_a_result(planted: SimpleNamespace) -> None:
-    spec = PruneSpec(steps=5, loss_threshold=1e-4)  # the full model's loss is ≈ 0.003
-    result = prune(planted.model, planted.train, planted.heldout, planted.means, spec)
-    assert not result.found
-    assert result.circuit is None
-    assert "misses the threshold" in result.reason
+def test_no_passing_circuit_is_a_result(planted_ns: SimpleNamespace) -> None:
+    result = run_prune(planted_ns, steps=5, loss_threshold=1e-9, calibrate=False,
+                       search={"trials": 2})
+    assert not result.found and result.circuit is None
+    assert "no circuit of any of 2 trial(s) reached the threshold 1e-09" in result.reason
+    assert [t.n_nodes for t in result.trials] == [None, None]
+
+
+def test_batched_trials_equal_trials_run_one_by_one(planted_ns: SimpleNamespace) -> None:
+    settings = [MaskSetting(1e-4, 3e-3, 1.0, 0), MaskSetting(1e-3, 1e-2, 0.5, 7),
+                MaskSetting(3e-5, 5e-3, 2.0, 11)]
+    common = {"steps": 60, "batch_size": 16, "sample_seed": 1, "settle_steps": 10}
+    args = (planted_ns.model, planted_ns.layout, planted_ns.fill, planted_ns.train)
+    together = optimise_masks(*args, settings, **common)
+    assert len({trial.steps_run for trial in together}) > 1  # some stopped early, alone
+    for setting, trial in zip(settings, together, strict=True):
+        (alone,) = optimise_masks(*args, [setting], **common)
+        assert alone.steps_run == trial.steps_run
+        assert torch.allclose(alone.tau, trial.tau, atol=1e-6)
+        assert torch.equal(alone.tau > 0, trial.tau > 0)
+
+
+def test_search_settings_start_at_the_spec_and_stay_in_range() -> None:
+    spec = PruneSpec(search={"trials": 16, "k_coef": [1e-5, 1e-2], "lr": [1e-3, 1e-2],
+                             "temperature": [0.5, 2.0]})
+    settings = search_settings(spec, seed=3)
+    assert settings[0] == MaskSetting(spec.k_coef, spec.lr, spec.temperature, 3)
+    assert len(settings) == 16 and len({s.init_seed for s in settings}) == 16
+    assert all(1e-5 <= s.k_coef <= 1e-2 and 1e-3 <= s.lr <= 1e-2 and 0.5 <= s.temperature <= 2
+               for s in settings)
+    assert search_settings(spec, seed=3) == settings  # seeded
+
+
+def test_searched_circuit_is_never_larger_than_trial_zero(planted_ns: SimpleNamespace) -> None:
+    result = run_prune(planted_ns, steps=300, search={"trials": 6})
+    passing = [t.n_edges for t in result.trials if t.n_edges is not None]
+    assert result.trials[0].n_edges is not None
+    assert sum(count_edges(result.circuit, planted_ns.model).values()) == min(passing)
+
+
+# ---------------------------------------------------------------------------------------------
+# Calibration, frozen norms, silent nodes
+
+
+def test_calibration_rescues_a_circuit_whose_logits_are_off(planted_ns: SimpleNamespace) -> None:
+    # Shrink the unembedding and bias it towards X: the right circuit, a wrong readout.
+    truth = planted("composition")
+    with torch.no_grad():
+        truth.model.lm_head.weight.mul_(0.15)
+        truth.model.lm_head.weight[X, 9] = 2.0  # filler channel 9: a constant-ish pull to X
+    layout = NodeLayout.from_model(truth.model)
+    kept = layout.mask(sorted(truth.nodes))
+    kept[layout.index("final_in", 9)] = True
+    for calibrate, passes in ((False, False), (True, True)):
+        judge = Judge(truth.model, layout, planted_ns.fill, planted_ns.heldout,
+                      planted_ns.train if calibrate else None, freeze_norms=False)
+        (loss,) = judge.losses(kept[None])
+        assert (loss <= THRESHOLD) == passes, (calibrate, loss)
+
+
+def test_fit_calibration_recovers_a_known_scale_and_shift() -> None:
+    generator = torch.Generator().manual_seed(0)
+    margin = 4 + torch.rand(200, generator=generator)  # correct minus other, before the damage
+    true_two = torch.stack([margin / 2, -margin / 2], 1)
+    candidates = torch.tensor([[5, 6], [6, 5]]).repeat(100, 1)
+    damaged = (true_two - 1.5 * (candidates == 5)) / 8  # scale 1/8, token 5 pushed down by 1.5
+    fitted = fit_calibration(damaged, candidates)
+    assert fitted.scale > 8
+    assert fitted.apply(damaged, candidates).sub(true_two).abs().max() < 20  # same direction
+    loss = torch.logsumexp(fitted.apply(damaged, candidates), -1) - fitted.apply(
+        damaged, candidates)[:, 0]
+    assert loss.mean() < 0.02
+    identity = Calibration.identity()
+    assert torch.equal(identity.apply(damaged, candidates), damaged)
+
+
+def test_frozen_norms_replay_the_full_models_scales(planted_ns: SimpleNamespace) -> None:
+    model, layout, fill = planted_ns.model, planted_ns.layout, planted_ns.fill
+    batch = planted_ns.heldout.pairs(torch.arange(8))
+    without_noise = layout.mask([]).logical_not()
+    without_noise[layout.index("l0.attn_out", 6)] = False  # NOISE: changes ln_mlp's input RMS
+    full = full_model_scales(model, batch.tokens, batch.last)
+    seen: list[torch.Tensor] = []
+    norm = model.blocks[0].ln_mlp
+
+    def spy(scale: torch.Tensor) -> torch.Tensor:
+        seen.append(scale)
+        return scale
+
+    with hooked(model, gate_hook(layout, without_noise.float(), fill)):
+        norm.scale_hook = spy
+        model(batch.tokens, batch.last)
+        norm.scale_hook = None
+        live = seen.pop()
+        with frozen_scales(model, full):
+            frozen = model(batch.tokens, batch.last)
+    assert not torch.allclose(live, full[1])  # ablation changed the norm's input …
+    with hooked(model, gate_hook(layout, without_noise.float(), fill)):
+        unfrozen = model(batch.tokens, batch.last)
+    assert not torch.allclose(frozen, unfrozen)  # … and freezing undoes that
+    assert all(n.scale_hook is None for n in (norm, model.blocks[0].ln_attn, model.ln_f))
+
+
+def test_silent_nodes_are_zero_on_every_prompt_position(planted_ns: SimpleNamespace) -> None:
+    silent = silent_nodes(planted_ns.model, planted_ns.layout, planted_ns.train)
+    layout = planted_ns.layout
+    assert not silent[layout.index("l0.mlp_neuron", 0)]  # the planted neuron fires
+    assert not silent[layout.index("l0.mlp_neuron", 4)]  # the injector fires on the markers …
+    assert silent[layout.index("l0.mlp_neuron", 5)]  # … an unused neuron never does
+    zeroed = silence_to_zero(planted_ns.fill, layout, silent)
+    assert zeroed["l0.mlp_neuron"][5] == 0
+    assert torch.equal(zeroed["l0.mlp_neuron"][:5], planted_ns.fill["l0.mlp_neuron"][:5])
 
 
 # ---------------------------------------------------------------------------------------------
 # Pure helpers
-
-
-@pytest.mark.parametrize("answer", [0, 1, 7, 63, 64])
-def test_smallest_passing_k_matches_brute_force(answer: int) -> None:
-    calls: list[int] = []
-
-    def predicate(k: int) -> bool:
-        calls.append(k)
-        return k >= answer
-
-    assert smallest_passing_k(predicate, 0, 64) == answer
-    assert len(calls) <= math.ceil(math.log2(65)) + 1
-
-
-def test_smallest_passing_k_none_when_even_hi_fails() -> None:
-    assert smallest_passing_k(lambda k: False, 0, 10) is None
-    assert smallest_passing_k(lambda k: True, 3, 3) == 3
-    assert smallest_passing_k(lambda k: True, 4, 3) is None
 
 
 def test_heaviside_forward_sigmoid_surrogate_backward() -> None:
@@ -207,13 +218,6 @@ def test_prune_lr_warms_up_then_decays_to_zero() -> None:
     assert lrs[-1] < 0.02
 
 
-def test_top_k_mask_keeps_the_highest_scores() -> None:
-    scores = torch.tensor([0.3, -1.0, 0.9, 0.3, 0.1])
-    assert top_k_mask(scores, 2).tolist() == [True, False, True, False, False]
-    assert top_k_mask(scores, 0).sum() == 0
-    assert top_k_mask(scores, 5).all()
-
-
 # ---------------------------------------------------------------------------------------------
 # Pairs, padding and the task loss
 
@@ -231,31 +235,31 @@ def test_pair_batch_right_pads_and_orders_candidates() -> None:
     assert truncated.tokens.tolist() == [[3, 4], [5, 0]]
 
 
-def test_right_padding_does_not_change_the_task_loss(planted: SimpleNamespace) -> None:
+def test_right_padding_does_not_change_the_task_loss(planted_ns: SimpleNamespace) -> None:
     # The same pair alone and next to a much longer pair (so it gets padded) scores the same.
     short = ([A, F0, Q], [B, F0, Q])
     alone = PairBatch.from_ids([short], [(X, Y)], context=32)
     padded = PairBatch.from_ids([short, ([A, *[F1] * 20, Q], [B, *[F1] * 20, Q])],
                                 [(X, Y), (X, Y)], context=32)
     with torch.no_grad():
-        loss_alone = task_loss(planted.model, alone)
-        loss_padded = task_loss(planted.model, padded.pairs(torch.tensor([0])))
-        both = task_loss(planted.model, padded)
-        other = task_loss(planted.model, padded.pairs(torch.tensor([1])))
+        loss_alone = task_loss(planted_ns.model, alone)
+        loss_padded = task_loss(planted_ns.model, padded.pairs(torch.tensor([0])))
+        both = task_loss(planted_ns.model, padded)
+        other = task_loss(planted_ns.model, padded.pairs(torch.tensor([1])))
     assert padded.tokens.shape[1] == 22
     assert torch.allclose(loss_alone, loss_padded)
     assert torch.allclose(both, (loss_alone + other) / 2)
 
 
 def test_task_loss_is_ln2_when_the_answers_tie() -> None:
-    model = planted_model()
+    truth = planted("composition")
     with torch.no_grad():
-        model.lm_head.weight.zero_()
-    assert evaluate(model, planted_pairs(8, seed=0), None) == pytest.approx(math.log(2))
+        truth.model.lm_head.weight.zero_()
+    assert evaluate(truth.model, truth.pairs(8, seed=0), None) == pytest.approx(math.log(2))
 
 
-def test_gates_interpolate_between_activation_and_mean(planted: SimpleNamespace) -> None:
-    layout, fill = planted.layout, planted.fill
+def test_gates_interpolate_between_activation_and_mean(planted_ns: SimpleNamespace) -> None:
+    layout, fill = planted_ns.layout, planted_ns.fill
     x = torch.randn(2, 3, 16)
     ones = gate_hook(layout, torch.ones(layout.n_nodes), fill)
     zeros = gate_hook(layout, torch.zeros(layout.n_nodes), fill)
@@ -264,12 +268,17 @@ def test_gates_interpolate_between_activation_and_mean(planted: SimpleNamespace)
     zero_fill = ablation_values(layout, None, "zero", torch.device("cpu"))
     assert gate_hook(layout, torch.zeros(layout.n_nodes), zero_fill)("final_in", x).abs().sum() == 0
     # All gates on reproduces the unhooked model exactly.
-    assert evaluate(planted.model, planted.heldout, ones) == evaluate(
-        planted.model, planted.heldout, None)
+    assert evaluate(planted_ns.model, planted_ns.heldout, ones) == evaluate(
+        planted_ns.model, planted_ns.heldout, None)
+    # M mask sets on a tiled batch: slice m gets set m's gates.
+    two = gate_hook(layout, torch.stack([torch.ones(layout.n_nodes), torch.zeros(layout.n_nodes)]),
+                    fill)("l0.q", torch.cat([x, x]))
+    assert torch.equal(two[:2], x)
+    assert torch.allclose(two[2:], fill["l0.q"].expand_as(x))
 
 
 def test_mean_ablation_needs_every_site() -> None:
-    layout = NodeLayout.from_model(planted_model())
+    layout = NodeLayout.from_model(planted("composition").model)
     with pytest.raises(ValueError, match="missing sites"):
         ablation_values(layout, {"final_in": torch.zeros(16)}, "mean", torch.device("cpu"))
     with pytest.raises(ValueError, match="needs the stats"):

@@ -141,10 +141,20 @@ def test_split_pools_are_disjoint() -> None:
     assert len(heldout.names) >= 10 and len(heldout.words) >= 10
 
 
+def test_test_split_uses_heldout_names_with_its_own_stream() -> None:
+    task = get_task("with_as")
+    train_names = set(pools_for("train").names)
+    test = task.pairs(50, "test", seed=0)
+    heldout = task.pairs(50, "heldout", seed=0)
+    assert test != heldout
+    assert not any(name in prompt.split() for pair in test for prompt in pair.prompts
+                   for name in train_names if len(name) > 3)
+
+
 def test_bad_split_and_n_are_rejected() -> None:
     task = get_task("bracket_counting")
     with pytest.raises(ValueError, match="split"):
-        task.pairs(1, "test", 0)  # type: ignore[arg-type]
+        task.pairs(1, "validation", 0)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="n must be"):
         task.pairs(-1, "train", 0)
 

@@ -1,0 +1,118 @@
+"""Node gates (method §4): the Heaviside mask with its surrogate gradient, and what a pruned node
+is replaced by.
+
+A gate ``g`` ablates its node at every position: ``x ← g·x + (1 − g)·fill``. Gates come as one
+flat vector per mask set (``runtime.pruning.circuit.NodeLayout`` numbers the nodes); several mask
+sets can share one forward pass: the batch is tiled once per set (``PairBatch.tiled``) and
+``gate_hook`` applies set ``m``'s gates to the ``m``-th slice of the rows.
+
+Fills (``ablation_values``): ``mean`` replaces a node by its mean over pretraining tokens (the
+paper), ``zero`` by 0. With ``silent_zero`` a node that is exactly zero at every position of the
+task's prompts (an AbsTopK site that never fires there) is filled with 0 instead of its mean:
+ablating it then changes nothing on the task, as it should. Without that, mean ablation *injects*
+the pretraining mean where the model has an exact zero, and a circuit must keep such a node just
+to hold it at zero — the distractors the mean-injection effect adds to circuits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from runtime.pruning.ablation import hooked
+from runtime.pruning.circuit import NodeLayout
+from runtime.pruning.pairs import PairBatch
+
+Hook = Callable[[str, Tensor], Tensor]
+
+
+class HeavisideSTE(torch.autograd.Function):
+    """Forward Heaviside(τ) ∈ {0, 1}; backward d/dτ sigmoid(τ / T) (a straight-through surrogate:
+    the step has zero gradient almost everywhere, the sigmoid tells τ which way helps). ``T`` is a
+    float or a tensor that broadcasts against τ (one temperature per mask set)."""
+
+    @staticmethod
+    def forward(ctx: Any, tau: Tensor, temperature: Tensor | float) -> Tensor:
+        ctx.save_for_backward(tau)
+        ctx.temperature = temperature
+        return (tau > 0).to(tau.dtype)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+        (tau,) = ctx.saved_tensors
+        s = torch.sigmoid(tau / ctx.temperature)
+        return grad * s * (1 - s) / ctx.temperature, None
+
+
+def heaviside_ste(tau: Tensor, temperature: Tensor | float) -> Tensor:
+    return HeavisideSTE.apply(tau, temperature)
+
+
+def ablation_values(layout: NodeLayout, means: dict[str, Tensor] | None, ablation: str,
+                    device: torch.device) -> dict[str, Tensor]:
+    """What a pruned node is replaced by, per site: its mean, or zero."""
+    widths = dict(zip(layout.sites, layout.widths, strict=True))
+    if ablation == "zero":
+        return {site: torch.zeros(width, device=device) for site, width in widths.items()}
+    if ablation != "mean":
+        raise ValueError(f"unknown ablation {ablation!r}")
+    if means is None:
+        raise ValueError("mean ablation needs the stats job's means")
+    missing = [s for s in layout.sites if s not in means]
+    if missing:
+        raise ValueError(f"means are missing sites {missing}")
+    for site, width in widths.items():
+        if means[site].shape != (width,):
+            raise ValueError(
+                f"means[{site!r}] has shape {tuple(means[site].shape)}, want ({width},)"
+            )
+    return {site: means[site].float().to(device) for site in layout.sites}
+
+
+@torch.no_grad()
+def silent_nodes(model: nn.Module, layout: NodeLayout, batch: PairBatch) -> Tensor:
+    """(n_nodes,) bool: the nodes that are exactly zero at every real position of ``batch``."""
+    fired = {site: torch.zeros(width, dtype=torch.bool, device=batch.tokens.device)
+             for site, width in zip(layout.sites, layout.widths, strict=True)}
+    real = batch.real_positions()  # (2N, T); final_in only sees the last positions
+
+    def record(site: str, x: Tensor) -> Tensor:
+        rows = x[real] if x.dim() == 3 else x
+        fired[site] |= (rows != 0).any(0)
+        return x
+
+    with hooked(model, record):
+        model(batch.tokens, batch.last)
+    return ~layout.join(fired).cpu()
+
+
+def silence_to_zero(fill: dict[str, Tensor], layout: NodeLayout,
+                    silent: Tensor) -> dict[str, Tensor]:
+    """``fill`` with the silent nodes' values set to zero."""
+    per_site = layout.split(silent)
+    return {site: torch.where(per_site[site].to(value.device), 0.0, value)
+            for site, value in fill.items()}
+
+
+def gate_hook(layout: NodeLayout, gates: Tensor, fill: dict[str, Tensor]) -> Hook:
+    """The model hook that applies per-node ``gates`` (1 keeps, 0 ablates) at every site.
+
+    ``gates`` is ``(n_nodes,)`` for one mask set or ``(M, n_nodes)`` for M sets, in which case the
+    activations' rows are M equal slices (a ``tiled`` batch) and slice m gets set m's gates."""
+    per_site = layout.split(gates) if gates.dim() == 1 else dict(
+        zip(layout.sites, gates.split(list(layout.widths), dim=1), strict=True))
+
+    def hook(site: str, x: Tensor) -> Tensor:
+        g = per_site[site].to(x.dtype)
+        m = fill[site].to(x.dtype)
+        if g.dim() == 2:  # (M, W) → (M, 1, …, W) against x viewed as (M, rows/M, …, W)
+            sets = g.shape[0]
+            g = g.view(sets, *([1] * (x.dim() - 1)), g.shape[1])
+            # Not m + g·(x − m): that is one op fewer but not exactly x when g = 1.
+            return (g * x.view(sets, -1, *x.shape[1:]) + (1 - g) * m).view_as(x)
+        return g * x + (1 - g) * m
+
+    return hook

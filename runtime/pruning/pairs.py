@@ -1,0 +1,119 @@
+"""Task prompt pairs as token ids (method §3): what every pruning computation reads.
+
+Rows ``2i`` and ``2i + 1`` of a ``PairBatch`` are the two prompts of pair ``i``; prompts are
+right-padded (attention is causal, so padding after a prompt's last real token cannot reach it).
+Turning ``TaskPair`` text into ids is ``encode_pairs``, kept apart so tests can plant circuits
+with hand-made vocabularies.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class PairBatch:
+    """Prompt pairs as ids. Rows ``2i`` and ``2i + 1`` are the two prompts of pair ``i``."""
+
+    tokens: Tensor  # (2N, T) long, right-padded
+    last: Tensor  # (2N,) position of each prompt's last real token
+    candidates: Tensor  # (2N, 2) long: [correct answer id, the other answer id]
+
+    @classmethod
+    def from_ids(
+        cls,
+        prompts: Sequence[tuple[Sequence[int], Sequence[int]]],
+        answers: Sequence[tuple[int, int]],
+        context: int,
+        pad_id: int = 0,
+    ) -> PairBatch:
+        """``prompts[i]`` are the two prompts of pair ``i`` as ids, ``answers[i]`` their correct
+        next-token ids. Prompts longer than ``context`` keep their last ``context`` tokens."""
+        if len(prompts) != len(answers) or not prompts:
+            raise ValueError("need one answer pair per prompt pair, and at least one pair")
+        rows = [list(p)[-context:] for pair in prompts for p in pair]
+        if any(not row for row in rows):
+            raise ValueError("empty prompt")
+        width = max(len(row) for row in rows)
+        tokens = torch.full((len(rows), width), pad_id, dtype=torch.long)
+        for i, row in enumerate(rows):
+            tokens[i, : len(row)] = torch.tensor(row)
+        last = torch.tensor([len(row) - 1 for row in rows])
+        candidates = torch.tensor([c for a, b in answers for c in ((a, b), (b, a))])
+        return cls(tokens, last, candidates)
+
+    def __len__(self) -> int:
+        return self.tokens.shape[0] // 2
+
+    def pairs(self, index: Tensor) -> PairBatch:
+        """The sub-batch of the given pair indices (padding trimmed to the longest prompt)."""
+        rows = torch.stack([2 * index, 2 * index + 1], 1).flatten()
+        last = self.last[rows]
+        return PairBatch(self.tokens[rows, : int(last.max()) + 1], last, self.candidates[rows])
+
+    def chunks(self, size: int) -> list[PairBatch]:
+        n = len(self)
+        return [self.pairs(torch.arange(i, min(i + size, n))) for i in range(0, n, size)]
+
+    def to(self, device: torch.device) -> PairBatch:
+        return PairBatch(self.tokens.to(device), self.last.to(device), self.candidates.to(device))
+
+    def tiled(self, copies: int) -> PairBatch:
+        """The batch ``copies`` times over, one copy per mask set of a batched forward."""
+        if copies == 1:
+            return self
+        return PairBatch(self.tokens.repeat(copies, 1), self.last.repeat(copies),
+                         self.candidates.repeat(copies, 1))
+
+    def real_positions(self) -> Tensor:
+        """(2N, T) bool: the positions holding prompt tokens, padding excluded."""
+        return torch.arange(self.tokens.shape[1], device=self.tokens.device) <= self.last[:, None]
+
+    def without(self, other: PairBatch) -> PairBatch:
+        """The pairs of this batch whose prompts do not occur in ``other`` (a third split drawn
+        from the same vocabulary must not share pairs with the split that chose the circuit)."""
+        def key(batch: PairBatch, i: int) -> tuple[tuple[int, ...], ...]:
+            return tuple(tuple(batch.tokens[r, : int(batch.last[r]) + 1].tolist())
+                         for r in (2 * i, 2 * i + 1))
+        seen = {key(other, i) for i in range(len(other))}
+        keep = [i for i in range(len(self)) if key(self, i) not in seen]
+        if not keep:
+            raise ValueError("every pair also occurs in the other split")
+        return self.pairs(torch.tensor(keep))
+
+
+class Encoder(Protocol):
+    """What ``encode_pairs`` needs of a HF ``tokenizers.Tokenizer``."""
+
+    def encode(self, sequence: str) -> Any: ...
+
+
+def answer_token_ids(tokenizer: Encoder, candidates: Sequence[str]) -> dict[str, int]:
+    """Each candidate's single token id; a clear error naming every candidate that is not one."""
+    ids, bad = {}, []
+    for candidate in candidates:
+        encoded = tokenizer.encode(candidate).ids
+        if len(encoded) == 1:
+            ids[candidate] = encoded[0]
+        else:
+            bad.append(f"{candidate!r} → {len(encoded)} tokens {encoded}")
+    if bad:
+        raise ValueError(
+            "task candidates must each be one token under this tokenizer (the tokenize job's "
+            "required_tokens should have forced them): " + "; ".join(bad)
+        )
+    return ids
+
+
+def encode_pairs(pairs: Sequence[Any], tokenizer: Encoder, candidates: Sequence[str],
+                 context: int) -> PairBatch:
+    """``TaskPair`` s (``prompts``, ``answers`` strings) → a ``PairBatch``."""
+    ids = answer_token_ids(tokenizer, candidates)
+    prompts = [tuple(tokenizer.encode(p).ids for p in pair.prompts) for pair in pairs]
+    answers = [(ids[a], ids[b]) for a, b in (pair.answers for pair in pairs)]
+    return PairBatch.from_ids(prompts, answers, context)

@@ -1,0 +1,80 @@
+"""Discretisation without the naive version's assumptions: ties, non-monotone loss in k, greedy
+dropping (runtime/pruning/discretise.py)."""
+
+from __future__ import annotations
+
+import torch
+
+from runtime.pruning.discretise import (
+    Losses,
+    count_ties,
+    greedy_drop,
+    k_grid,
+    prefix_masks,
+    rank_nodes,
+    search_k,
+)
+
+
+def by_prefix(table: dict[int, float], default: float) -> Losses:
+    """A ``losses`` function whose loss depends only on how many nodes a mask keeps."""
+    return lambda masks: [table.get(int(m.sum()), default) for m in masks]
+
+
+def test_ties_in_tau_are_broken_by_attribution_then_node_order() -> None:
+    tau = torch.tensor([1.0, 1.0, 1.0, 0.3, -1.0])
+    attribution = torch.tensor([0.1, 0.5, 0.1, 9.0, 0.0])
+    assert rank_nodes(tau, attribution).tolist() == [1, 0, 2, 3, 4]
+    assert count_ties(tau) == 3
+    assert count_ties(torch.tensor([0.5, 0.2, -1.0, -1.0])) == 0  # ties among off nodes: none
+
+
+def test_prefix_masks_keep_the_first_k_of_the_order() -> None:
+    order = torch.tensor([2, 0, 1])
+    assert prefix_masks(order, [0, 1, 3]).tolist() == [
+        [False, False, False], [False, False, True], [True, True, True]]
+
+
+def test_search_finds_the_smallest_passing_k_when_the_loss_is_not_monotone() -> None:
+    # The quickstart's shape of failure: a middle-sized circuit passes, all nodes do not
+    # (1.7 → 0.05 by k = 700, then back up to 0.19 at k = n). Smallest passing k: 639.
+    n = 1000
+    table = {k: max(0.05, 1.7 * (1 - k / 700)) for k in range(801)}
+    table |= {k: 0.05 + 0.14 * (k - 800) / 200 for k in range(801, n + 1)}
+    result = search_k(torch.arange(n), by_prefix(table, 1.0), threshold=0.15)
+    assert int(result.kept.sum()) == 639
+    assert result.loss <= 0.15
+    assert result.n_evaluations < 50
+
+
+def test_search_reports_none_when_no_prefix_passes() -> None:
+    result = search_k(torch.arange(50), by_prefix({}, 0.7), threshold=0.15)
+    assert result.kept is None and result.loss is None
+    assert set(result.losses_by_k) == set(k_grid(50))
+
+
+def test_empty_circuit_can_pass() -> None:
+    result = search_k(torch.arange(50), by_prefix({}, 0.01), threshold=0.15)
+    assert int(result.kept.sum()) == 0
+
+
+def test_bisection_in_a_wide_bracket_lands_on_a_passing_k() -> None:
+    n = 100_000
+    result = search_k(torch.arange(n), lambda masks: [0.1 if m.sum() >= 61_234 else 0.9
+                                                      for m in masks], threshold=0.15)
+    assert int(result.kept.sum()) == 61_234
+
+
+def test_greedy_drop_keeps_exactly_the_needed_nodes() -> None:
+    needed = {3, 17, 40}
+
+    def losses(masks: torch.Tensor) -> list[float]:
+        return [0.05 if all(m[i] for i in needed) else 0.6 for m in masks]
+
+    kept = torch.zeros(64, dtype=torch.bool)
+    kept[:50] = True
+    order = torch.arange(64)  # node 0 most important; the needed ones are spread out
+    result, loss, evaluations = greedy_drop(kept, order, losses, threshold=0.15)
+    assert set(result.nonzero().flatten().tolist()) == needed
+    assert loss == 0.05
+    assert evaluations < 100  # whole chunks go at once where they can
