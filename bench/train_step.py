@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 import torch
 
-from runtime.model import GPTConfig, SparseGPT, sparse_parameters
+from runtime.model import GPTConfig, SparseGPT, floor_axis, sparse_parameters
 from runtime.training.sparsity import project_tensors_
 from runtime.training.train import describe_device, make_optimizer, pick_device, train_step
 from spec.recipe import SparsitySpec, TrainSpec
@@ -49,33 +49,43 @@ def seconds_per_step(
     x, y = (torch.randint(cfg.vocab_size, (batch_size, cfg.context), device=device)
             for _ in range(2))
 
-    def step(kept: float) -> None:
-        train_step(model, optimizer, sparse, x, y, kept, train_spec, sparsity.min_per_neuron)
-
-    def project() -> None:
-        project_tensors_((p for _, p in sparse), sparsity.target, sparsity.min_per_neuron)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)  # train_step syncs itself through the loss
-
-    modes = {"dense": lambda: step(1.0), "sparse": lambda: step(sparsity.target),
-             "projection": project}
-
     # On a shared CPU, wall time mostly measures the neighbours; process CPU time measures the
     # work (run with OMP_NUM_THREADS=1 so it also excludes threads spinning while they wait).
     clock = time.perf_counter if device.type == "cuda" else time.process_time
 
-    def block(run: Callable[[], None], n: int) -> float:
+    def step(kept: float) -> float:
         start = clock()
-        for _ in range(n):
-            run()
-        return (clock() - start) / n
+        train_step(model, optimizer, sparse, x, y, kept, train_spec, sparsity.min_per_neuron)
+        return clock() - start  # train_step syncs the device through the loss
 
-    for run in modes.values():
-        block(run, 2)  # warm up the allocator, the kernels and the optimizer state
+    for kept in (1.0, 1.0, sparsity.target, sparsity.target):
+        step(kept)  # warm up the allocator, the kernels and the optimizer state
+    # What the projection sees inside a sparse step: a sparse model just after an Adam step
+    # (dense moments make every entry nonzero again). Projecting an already projected tensor
+    # would time an easier input.
+    step(1.0)
+    after_adam = [p.detach().clone() for _, p in sparse]
+
+    def project() -> float:
+        with torch.no_grad():
+            for (_, param), snapshot in zip(sparse, after_adam, strict=True):
+                param.copy_(snapshot)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = clock()
+        project_tensors_(((p, floor_axis(name)) for name, p in sparse), sparsity.target,
+                         sparsity.min_per_neuron)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return clock() - start
+
+    modes: dict[str, Callable[[], float]] = {
+        "dense": lambda: step(1.0), "sparse": lambda: step(sparsity.target), "projection": project,
+    }
     samples: dict[str, list[float]] = {mode: [] for mode in modes}
     for _ in range(repeats):
-        for mode, run in modes.items():
-            samples[mode].append(block(run, steps))
+        for mode, run in modes.items():  # interleaved, so drift in load hits all modes alike
+            samples[mode].append(sum(run() for _ in range(steps)) / steps)
     return {mode: statistics.median(times) for mode, times in samples.items()}
 
 

@@ -72,6 +72,9 @@ class ModelSpec(StrictModel):
     attention_sink: bool = False
     pos_emb: Literal["none", "learned"] = "none"
     bigram: bool = Field(False, description="Add a dense vocab×vocab bigram table to the logits.")
+    final_topk: bool = Field(
+        False, description="AbsTopK after the final norm too (the paper has none there)."
+    )
 
     @model_validator(mode="after")
     def _heads_divide_width(self) -> ModelSpec:

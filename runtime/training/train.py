@@ -38,7 +38,7 @@ from torch import Tensor
 
 from runtime.io import write_atomic
 from runtime.job import CHECKPOINT_DIR
-from runtime.model import GPTConfig, SparseGPT, sparse_parameters
+from runtime.model import GPTConfig, SparseGPT, floor_axis, sparse_parameters
 from runtime.training import distributed
 from runtime.training.checkpoint import (
     load_latest_checkpoint,
@@ -68,6 +68,7 @@ class TrainResult:
     n_params: int  # all parameters
     n_sparse_params: int  # entries of the tensors that are projected to top-k
     n_nonzero: int  # nonzero entries among those (the L0 of the model)
+    kept_fraction: float  # n_nonzero / n_sparse_params: the density reached, measured
     tokens: int
     steps: int
     wall_time_s: float  # this process only; a resumed run does not count the time before
@@ -189,7 +190,7 @@ def train_step(
     optimizer.step()
 
     # ---- project every sparse tensor to its top-k (grads and Adam moments stay dense)
-    project_tensors_((p for _, p in sparse), kept, min_per_neuron)
+    project_tensors_(((p, floor_axis(name)) for name, p in sparse), kept, min_per_neuron)
     return float(loss.detach()), grad_norm  # float() syncs the device: step times are honest
 
 
@@ -322,13 +323,16 @@ def train(
                             device, layout)
     train_loss = evaluate(model, train_data, train_spec.eval_tokens, train_spec.batch_size,
                           device, layout)
+    n_sparse_params = sum(p.numel() for _, p in sparse)
+    n_nonzero = sum(nonzero_counts(p for _, p in sparse))
     return TrainResult(
         model=model,
         heldout_loss=heldout_loss,
         train_loss=train_loss,
         n_params=sum(p.numel() for p in model.parameters()),
-        n_sparse_params=sum(p.numel() for _, p in sparse),
-        n_nonzero=sum(nonzero_counts(p for _, p in sparse)),
+        n_sparse_params=n_sparse_params,
+        n_nonzero=n_nonzero,
+        kept_fraction=n_nonzero / n_sparse_params,
         tokens=total_steps * tokens_per_step,
         steps=total_steps,
         wall_time_s=time.time() - started,
