@@ -104,6 +104,10 @@ class TrainSpec(StrictModel):
     eval_tokens: Count = Field(65536, gt=0, description="Held-out tokens per evaluation.")
     checkpoint_every: int = Field(200, ge=1, description="Steps between checkpoints.")
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    compile: bool = Field(
+        False, description="torch.compile the training forward/backward (for GPUs; the first "
+        "step pays a compile of a minute or more)."
+    )
 
     @field_validator("betas")
     @classmethod

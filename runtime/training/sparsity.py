@@ -134,10 +134,13 @@ def _neuron_of(index: Tensor, shape: torch.Size, neuron_axis: int) -> Tensor:
 def _neuron_top(magnitude: Tensor, neurons: Tensor, j: int, neuron_axis: int) -> Tensor:
     """Flat indices of the top-j entries of each of ``neurons`` in the 2-D ``magnitude``."""
     width = magnitude.shape[1]
+    every = neurons.numel() == magnitude.shape[neuron_axis]  # then no copy of the tensor
     if neuron_axis == 0:
-        top = magnitude[neurons].topk(j, dim=1, sorted=False).indices  # (neurons, j)
+        rows = magnitude if every else magnitude[neurons]
+        top = rows.topk(j, dim=1, sorted=False).indices  # (neurons, j)
         return (neurons[:, None] * width + top).flatten()
-    top = magnitude[:, neurons].topk(j, dim=0, sorted=False).indices  # (j, neurons)
+    columns = magnitude if every else magnitude[:, neurons]
+    top = columns.topk(j, dim=0, sorted=False).indices  # (j, neurons)
     return (top * width + neurons[None, :]).flatten()
 
 
@@ -147,30 +150,31 @@ def _kept_indices(magnitude: Tensor, k: int, j: int, neuron_axis: int | None) ->
     With a floor, the reference is "force every neuron's top-j, then the largest others". Forcing
     only some neurons S gives the same set as soon as every neuron outside S already has j
     entries in it (a neuron's kept entries above the threshold are then its own top-j), so the
-    loop starts with S empty and adds the neurons found short until none is; once a quarter of
-    them are short it forces them all, which costs one topk along the neuron axis.
+    loop starts with S empty and adds the neurons found short (and those close to it) until none
+    is; once a quarter of them are in S it forces them all, one topk along the neuron axis.
     """
     flat = magnitude.view(-1)
     candidates = _candidates(flat, k, largest=True)
+    kept = _extreme(flat, candidates, k, largest=True)
     if j == 0 or neuron_axis is None:
-        return _extreme(flat, candidates, k, largest=True)
+        return kept
     n_neurons = magnitude.shape[neuron_axis]
     floored = torch.zeros(n_neurons, dtype=torch.bool, device=magnitude.device)
-    forced = candidates[:0]
     while True:
+        per_neuron = torch.bincount(_neuron_of(kept, magnitude.shape, neuron_axis),
+                                    minlength=n_neurons)
+        if not bool(((per_neuron < j) & ~floored).any()):
+            return kept
+        # Force the neurons near the floor too: forcing more changes nothing (above) and saves
+        # the rounds in which they would drop below it one by one.
+        floored |= per_neuron < 2 * j
+        if 4 * int(floored.sum()) > n_neurons:
+            floored.fill_(True)
+        forced = _neuron_top(magnitude, floored.nonzero().squeeze(1), j, neuron_axis)
         is_forced = torch.zeros_like(flat, dtype=torch.bool)
         is_forced[forced] = True
         pool = candidates[~is_forced[candidates]]
         kept = torch.cat([forced, _extreme(flat, pool, k - forced.numel(), largest=True)])
-        per_neuron = torch.bincount(_neuron_of(kept, magnitude.shape, neuron_axis),
-                                    minlength=n_neurons)
-        short = (per_neuron < j) & ~floored
-        if not bool(short.any()):
-            return kept
-        floored |= short
-        if 4 * int(floored.sum()) > n_neurons:
-            floored.fill_(True)
-        forced = _neuron_top(magnitude, floored.nonzero().squeeze(1), j, neuron_axis)
 
 
 def project_topk_(
