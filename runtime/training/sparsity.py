@@ -96,33 +96,38 @@ _DIRECT_TOPK_NUMEL = 16384
 _SAMPLE_STRIDE = 61
 
 
-def _candidates(magnitude: Tensor, count: int, largest: bool) -> Tensor:
+def _candidates(magnitude: Tensor, count: int, largest: bool) -> Tensor | None:
     """Flat indices of a subset of the 1-D ``magnitude`` that holds its ``count`` largest (or
-    smallest) entries, usually a few percent more than ``count``; all indices if none is found.
+    smallest) entries, usually a few percent more than ``count``; None (rank them all) for small
+    tensors, off the CPU, or when the sample finds none.
 
     A strided sample gives a threshold a few standard errors beyond the expected boundary and
     every entry on the near side of it is a candidate. Whenever that is at least ``count``
     entries, the ``count`` extreme ones are all among them: everything left out lies strictly on
-    the far side of the threshold. On CPU this and a topk over the candidates take about a tenth
-    of a topk over the whole tensor.
+    the far side of the threshold. On CPU this and a topk over the candidates take about a third
+    of the time of a topk over the whole tensor. On CUDA, torch.topk (a radix select) is used
+    as it is: this search is measured on CPU only and would add device syncs there.
     """
     numel = magnitude.numel()
-    if numel >= _DIRECT_TOPK_NUMEL:
-        sample = magnitude[::_SAMPLE_STRIDE]
-        expected = count * sample.numel() / numel  # sample entries expected beyond the boundary
-        rank = math.ceil(expected + 4 * math.sqrt(expected) + 4)
-        if rank < sample.numel():
-            kth = sample.numel() - rank + 1 if largest else rank  # kthvalue counts from below
-            threshold = sample.kthvalue(kth).values
-            near = magnitude >= threshold if largest else magnitude <= threshold
-            candidates = near.nonzero().squeeze(1)
-            if candidates.numel() >= count:
-                return candidates
-    return torch.arange(numel, device=magnitude.device)
+    if numel < _DIRECT_TOPK_NUMEL or magnitude.device.type != "cpu":
+        return None
+    sample = magnitude[::_SAMPLE_STRIDE]
+    expected = count * sample.numel() / numel  # sample entries expected beyond the boundary
+    rank = math.ceil(expected + 4 * math.sqrt(expected) + 4)
+    if rank >= sample.numel():
+        return None
+    kth = sample.numel() - rank + 1 if largest else rank  # kthvalue counts from below
+    threshold = sample.kthvalue(kth).values
+    near = magnitude >= threshold if largest else magnitude <= threshold
+    candidates = near.nonzero().squeeze(1)
+    return candidates if candidates.numel() >= count else None
 
 
-def _extreme(magnitude: Tensor, among: Tensor, count: int, largest: bool) -> Tensor:
-    """The flat indices, out of ``among``, of the ``count`` largest (smallest) ``magnitude``s."""
+def _extreme(magnitude: Tensor, among: Tensor | None, count: int, largest: bool) -> Tensor:
+    """The flat indices, out of ``among`` (None: all), of the ``count`` largest (smallest)
+    ``magnitude``s."""
+    if among is None:
+        return magnitude.topk(count, largest=largest, sorted=False).indices
     return among[magnitude[among].topk(count, largest=largest, sorted=False).indices]
 
 
@@ -140,8 +145,9 @@ def _neuron_top(magnitude: Tensor, neurons: Tensor, j: int, neuron_axis: int) ->
         top = rows.topk(j, dim=1, sorted=False).indices  # (neurons, j)
         return (neurons[:, None] * width + top).flatten()
     columns = magnitude if every else magnitude[:, neurons]
-    top = columns.topk(j, dim=0, sorted=False).indices  # (j, neurons)
-    return (top * width + neurons[None, :]).flatten()
+    # topk along contiguous rows beats topk down columns, copy included (1.5x at 2048 x 8192).
+    top = columns.t().contiguous().topk(j, dim=1, sorted=False).indices  # (neurons, j)
+    return (top * width + neurons[:, None]).flatten()
 
 
 def _kept_indices(magnitude: Tensor, k: int, j: int, neuron_axis: int | None) -> Tensor:
@@ -173,7 +179,8 @@ def _kept_indices(magnitude: Tensor, k: int, j: int, neuron_axis: int | None) ->
         forced = _neuron_top(magnitude, floored.nonzero().squeeze(1), j, neuron_axis)
         is_forced = torch.zeros_like(flat, dtype=torch.bool)
         is_forced[forced] = True
-        pool = candidates[~is_forced[candidates]]
+        pool = ((~is_forced).nonzero().squeeze(1) if candidates is None
+                else candidates[~is_forced[candidates]])
         kept = torch.cat([forced, _extreme(flat, pool, k - forced.numel(), largest=True)])
 
 

@@ -144,6 +144,17 @@ def test_projection_equals_a_full_topk(fraction: float, make: Callable[..., Tens
         assert torch.equal(project_topk_(weight, k), expected), shape
 
 
+@pytest.mark.parametrize("fraction", [0.95, 0.05])
+def test_projection_stays_exact_when_the_threshold_sample_is_fooled(fraction: float) -> None:
+    # The candidate search samples every 61st entry; make exactly those entries huge, so the
+    # sampled threshold leaves too few candidates (keep side) or far too many (drop side).
+    torch.manual_seed(3)
+    weight = torch.randn(256, 256)
+    weight.view(-1)[::61] += 100.0
+    k = n_kept(weight.numel(), fraction)
+    assert torch.equal(project_topk_(weight.clone(), k), reference_projection(weight, k))
+
+
 @pytest.mark.parametrize("fraction", [0.95, 0.6, 0.3, 0.05, 0.01, 0.001])
 @pytest.mark.parametrize("axis", [0, 1])
 def test_floored_projection_equals_the_reference(fraction: float, axis: int) -> None:
