@@ -9,6 +9,7 @@ autocast).
 
     OMP_NUM_THREADS=1 python bench/train_step.py   # d_model 256, 4 layers, context 256, batch 4
     python bench/train_step.py --repeats 5 --steps 5
+    python bench/train_step.py --device cuda --compile   # the train.compile path
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ def flops_per_token(cfg: GPTConfig) -> float:
 
 
 def seconds_per_step(
-    cfg: GPTConfig, batch_size: int, device: torch.device, steps: int, repeats: int
+    cfg: GPTConfig, batch_size: int, device: torch.device, steps: int, repeats: int,
+    compile_model: bool = False,
 ) -> dict[str, float]:
     """Median seconds per dense step (kept 1.0), sparse step (target) and projection alone,
     interleaved in blocks so drift in machine load hits all alike."""
@@ -48,6 +50,7 @@ def seconds_per_step(
     sparsity = SparsitySpec()
     optimizer = make_optimizer(model, train_spec)
     sparse = sparse_parameters(model)
+    step_model = torch.compile(model) if compile_model else model  # as train.compile does
     x, y = (torch.randint(cfg.vocab_size, (batch_size, cfg.context), device=device)
             for _ in range(2))
 
@@ -57,7 +60,8 @@ def seconds_per_step(
 
     def step(kept: float) -> float:
         start = clock()
-        train_step(model, optimizer, sparse, x, y, kept, train_spec, sparsity.min_per_neuron)
+        train_step(step_model, optimizer, sparse, x, y, kept, train_spec,
+                   sparsity.min_per_neuron)
         return clock() - start  # train_step syncs the device through the loss
 
     for kept in (1.0, 1.0, sparsity.target, sparsity.target):
@@ -92,8 +96,8 @@ def seconds_per_step(
 
 
 def report(name: str, cfg: GPTConfig, batch_size: int, device: torch.device, steps: int,
-           repeats: int) -> None:
-    times = seconds_per_step(cfg, batch_size, device, steps, repeats)
+           repeats: int, compile_model: bool = False) -> None:
+    times = seconds_per_step(cfg, batch_size, device, steps, repeats, compile_model)
     tokens = batch_size * cfg.context
     peak = next((flops for card, flops in PEAK_BF16.items()
                  if device.type == "cuda" and card in torch.cuda.get_device_name(device)), None)
@@ -116,15 +120,18 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--steps", type=int, default=3, help="steps per timed block")
     parser.add_argument("--repeats", type=int, default=3, help="timed blocks per mode")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the model, as train.compile does (the warm-up "
+                        "steps pay the compile)")
     args = parser.parse_args()
     device = pick_device(args.device)
     small = GPTConfig(vocab_size=2048, context=256, n_layer=4, d_model=256, d_head=16,
                       d_mlp=1024)
-    report("bench shape", small, args.batch_size, device, args.steps, args.repeats)
+    report("bench shape", small, args.batch_size, device, args.steps, args.repeats, args.compile)
     if device.type == "cuda":
         paper = GPTConfig(vocab_size=2048, context=256, n_layer=8, d_model=1024, d_head=16,
                           d_mlp=4096)
-        report("paper shape", paper, 32, device, args.steps * 3, args.repeats)
+        report("paper shape", paper, 32, device, args.steps * 3, args.repeats, args.compile)
 
 
 if __name__ == "__main__":
