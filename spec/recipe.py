@@ -160,7 +160,8 @@ class SparsitySpec(StrictModel):
 
     target: float = Field(0.05, gt=0, le=1, description="Kept fraction at the end; 1.0 is dense.")
     min_per_neuron: int = Field(
-        4, ge=0, description="Never leave a neuron or channel with fewer nonzero weights."
+        4, ge=0, description="Never leave an MLP neuron or attention channel with fewer nonzero "
+        "incoming or outgoing weights; capped per tensor so that it keeps its target."
     )
     anneal: AnnealSpec = AnnealSpec()
 
