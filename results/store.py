@@ -20,7 +20,7 @@ import pyarrow as pa
 
 STORE_FILE = "store.duckdb"
 LOCK_FILE = "store.lock"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # 3: runs.kept_fraction
 OPEN_TIMEOUT_S = 10.0
 
 # Tables in dependency-free order; the frontier view reads runs and circuits.
@@ -36,6 +36,7 @@ TABLES: dict[str, str] = {
         n_params         BIGINT,
         n_nonzero        BIGINT,
         sparsity_target  DOUBLE,               -- kept fraction at the end; 1.0 is dense
+        kept_fraction    DOUBLE,               -- measured: nonzero / sparse params at the end
         anneal           JSON,
         tokens           BIGINT,
         steps            BIGINT,

@@ -4,8 +4,9 @@ circuits" (OpenAI, arXiv 2511.13653), method §1, in one readable file after nan
 A GPT-2-style pre-norm decoder with RMSNorm (so zero keeps a privileged meaning), a GELU MLP,
 untied embedding and unembedding, optional learned positions, optional attention sink and an
 optional dense bigram table. Every node site applies AbsTopK (keep the largest |x| along the
-feature axis) and then, when ``SparseGPT.hook`` is set, hands the activation to the hook, which
-may replace it (pruning mean-ablates nodes this way). Site and parameter names are the contract
+feature axis; at ``final_in`` only with ``final_topk``, as the paper has none there) and then,
+when ``SparseGPT.hook`` is set, hands the activation to the hook, which may replace it (pruning
+mean-ablates nodes this way). Site and parameter names are the contract
 in docs/jobs.md. Weight sparsity itself is not in the model: the training loop projects the
 tensors named by ``sparse_parameters`` after every step (runtime/training/sparsity.py).
 """
@@ -40,6 +41,7 @@ class GPTConfig:
     attention_sink: bool = False
     pos_emb: str = "none"  # "none" (NoPE) or "learned"
     bigram: bool = False
+    final_topk: bool = False  # AbsTopK on final_in as well; the paper has none after ln_f
 
     @property
     def n_head(self) -> int:
@@ -51,7 +53,7 @@ class GPTConfig:
             vocab_size=data.vocab_size, context=data.context, n_layer=model.n_layer,
             d_model=model.d_model, d_head=model.d_head, d_mlp=model.mlp_width,
             afrac=model.afrac, attention_sink=model.attention_sink, pos_emb=model.pos_emb,
-            bigram=model.bigram,
+            bigram=model.bigram, final_topk=model.final_topk,
         )
 
 
@@ -159,7 +161,9 @@ class SparseGPT(nn.Module):
         self.wpe = nn.Embedding(cfg.context, cfg.d_model) if cfg.pos_emb == "learned" else None
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         self.ln_f = RMSNorm(cfg.d_model)
-        self.topk = AbsTopK(cfg.afrac)
+        # The paper applies no AbsTopK after the final norm; keeping it is an option (identity
+        # AbsTopK at afrac 1.0 otherwise, so the forward reads the same either way).
+        self.topk = AbsTopK(cfg.afrac if cfg.final_topk else 1.0)
         self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         self.bigram = nn.Embedding(cfg.vocab_size, cfg.vocab_size) if cfg.bigram else None
         self.hook: Hook | None = None
@@ -213,3 +217,25 @@ def sparse_parameters(model: SparseGPT) -> list[tuple[str, Tensor]]:
         (name, param) for name, param in model.named_parameters()
         if not _DENSE_PARAMETER.search(name)
     ]
+
+
+# The min-nonzeros floor (method §2) protects MLP neurons and attention channels, on both sides
+# of each: a neuron's incoming weights are a row of the ``nn.Linear`` weight that computes it
+# (stored ``(out, in)``), its outgoing weights a column of the one that reads it. So: rows of
+# q/k/v_proj (each q, k, v channel's inputs) and mlp.fc (each neuron's inputs); columns of o_proj
+# (each v channel's write to the residual stream, through the head's output) and mlp.proj (each
+# neuron's write). q and k channels have no outgoing weights (they meet in the attention score).
+# Residual channels, the embeddings, the unembedding and biases are exempt, as in the paper.
+_FLOOR_AXIS = {
+    re.compile(r"\.attn\.[qkv]_proj\.weight$"): 0,
+    re.compile(r"\.mlp\.fc\.weight$"): 0,
+    re.compile(r"\.attn\.o_proj\.weight$"): 1,
+    re.compile(r"\.mlp\.proj\.weight$"): 1,
+}
+
+
+def floor_axis(name: str) -> int | None:
+    """The axis of sparse parameter ``name`` that indexes the neurons/channels whose weights the
+    min-nonzeros floor protects (0: a row each, 1: a column each), or None where no floor
+    applies."""
+    return next((axis for pattern, axis in _FLOOR_AXIS.items() if pattern.search(name)), None)

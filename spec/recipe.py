@@ -72,6 +72,9 @@ class ModelSpec(StrictModel):
     attention_sink: bool = False
     pos_emb: Literal["none", "learned"] = "none"
     bigram: bool = Field(False, description="Add a dense vocab×vocab bigram table to the logits.")
+    final_topk: bool = Field(
+        False, description="AbsTopK after the final norm too (the paper has none there)."
+    )
 
     @model_validator(mode="after")
     def _heads_divide_width(self) -> ModelSpec:
@@ -101,6 +104,10 @@ class TrainSpec(StrictModel):
     eval_tokens: Count = Field(65536, gt=0, description="Held-out tokens per evaluation.")
     checkpoint_every: int = Field(200, ge=1, description="Steps between checkpoints.")
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    compile: bool = Field(
+        False, description="torch.compile the training forward/backward (for GPUs; the first "
+        "step pays a compile of a minute or more)."
+    )
 
     @field_validator("betas")
     @classmethod
@@ -153,7 +160,8 @@ class SparsitySpec(StrictModel):
 
     target: float = Field(0.05, gt=0, le=1, description="Kept fraction at the end; 1.0 is dense.")
     min_per_neuron: int = Field(
-        4, ge=0, description="Never leave a neuron or channel with fewer nonzero weights."
+        4, ge=0, description="Never leave an MLP neuron or attention channel with fewer nonzero "
+        "incoming or outgoing weights; capped per tensor so that it keeps its target."
     )
     anneal: AnnealSpec = AnnealSpec()
 

@@ -194,6 +194,7 @@ def save_model(model: SparseGPT, cfg: GPTConfig, path: Path) -> None:
 
 def load_model(path: Path, map_location: str | torch.device = "cpu") -> SparseGPT:
     tensors, metadata = _read(path, _MODEL_FORMAT)
-    model = SparseGPT(GPTConfig(**metadata["config"]))
+    # Models saved before ``final_topk`` existed were trained with AbsTopK on final_in.
+    model = SparseGPT(GPTConfig(**{"final_topk": True, **metadata["config"]}))
     model.load_state_dict(tensors)
     return model.to(map_location)

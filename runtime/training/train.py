@@ -34,11 +34,11 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from runtime.io import write_atomic
 from runtime.job import CHECKPOINT_DIR
-from runtime.model import GPTConfig, SparseGPT, sparse_parameters
+from runtime.model import GPTConfig, SparseGPT, floor_axis, sparse_parameters
 from runtime.training import distributed
 from runtime.training.checkpoint import (
     load_latest_checkpoint,
@@ -68,6 +68,7 @@ class TrainResult:
     n_params: int  # all parameters
     n_sparse_params: int  # entries of the tensors that are projected to top-k
     n_nonzero: int  # nonzero entries among those (the L0 of the model)
+    kept_fraction: float  # n_nonzero / n_sparse_params: the density reached, measured
     tokens: int
     steps: int
     wall_time_s: float  # this process only; a resumed run does not count the time before
@@ -125,7 +126,7 @@ def fixed_windows(data: np.ndarray, n_tokens: int, context: int, batch_size: int
         yield windows[:, :-1], windows[:, 1:]
 
 
-def loss_fn(model: SparseGPT, x: Tensor, y: Tensor) -> Tensor:
+def loss_fn(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
     logits = model(x)  # (B, T, V)
     return F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
 
@@ -162,12 +163,13 @@ def make_optimizer(model: SparseGPT, train_spec: TrainSpec) -> torch.optim.Optim
 
 
 def train_step(
-    model: SparseGPT, optimizer: torch.optim.Optimizer, sparse: list[tuple[str, Tensor]],
+    model: nn.Module, optimizer: torch.optim.Optimizer, sparse: list[tuple[str, Tensor]],
     x: Tensor, y: Tensor, kept: float, train_spec: TrainSpec, min_per_neuron: int,
     layout: Layout = SINGLE_PROCESS,
 ) -> tuple[float, float]:
     """One optimizer step at the lr already set in ``optimizer``; returns (loss, grad norm).
-    With several ranks, ``x`` and ``y`` are this rank's rows of the global batch."""
+    ``model`` is a ``SparseGPT`` or its ``torch.compile`` wrapper (the same parameters). With
+    several ranks, ``x`` and ``y`` are this rank's rows of the global batch."""
     # ---- forward / backward
     with autocast(x.device):
         loss = loss_fn(model, x, y)
@@ -189,7 +191,7 @@ def train_step(
     optimizer.step()
 
     # ---- project every sparse tensor to its top-k (grads and Adam moments stay dense)
-    project_tensors_((p for _, p in sparse), kept, min_per_neuron)
+    project_tensors_(((p, floor_axis(name)) for name, p in sparse), kept, min_per_neuron)
     return float(loss.detach()), grad_norm  # float() syncs the device: step times are honest
 
 
@@ -252,6 +254,9 @@ def train(
     model = SparseGPT(cfg).to(device)
     sparse = sparse_parameters(model)
     optimizer = make_optimizer(model, train_spec)
+    # torch.compile (a GPU option) wraps the same parameters; only the training forward/backward
+    # goes through it, so checkpoints, the projection and evaluation see the plain model.
+    step_model: nn.Module = torch.compile(model) if train_spec.compile else model
     generator = torch.Generator().manual_seed(seed)  # data order; CPU so it is checkpointable
 
     # ---- resume from the newest valid checkpoint
@@ -292,7 +297,8 @@ def train(
 
             x, y = sample_batch(train_data, train_spec.batch_size, cfg.context, generator, device,
                                 layout.rows(train_spec.batch_size))
-            loss_value, grad_norm = train_step(model, optimizer, sparse, x, y, kept, train_spec,
+            loss_value, grad_norm = train_step(step_model, optimizer, sparse, x, y, kept,
+                                               train_spec,
                                                sparsity.min_per_neuron, layout)
             step += 1
             steps_here += 1
@@ -322,13 +328,16 @@ def train(
                             device, layout)
     train_loss = evaluate(model, train_data, train_spec.eval_tokens, train_spec.batch_size,
                           device, layout)
+    n_sparse_params = sum(p.numel() for _, p in sparse)
+    n_nonzero = sum(nonzero_counts(p for _, p in sparse))
     return TrainResult(
         model=model,
         heldout_loss=heldout_loss,
         train_loss=train_loss,
         n_params=sum(p.numel() for p in model.parameters()),
-        n_sparse_params=sum(p.numel() for _, p in sparse),
-        n_nonzero=sum(nonzero_counts(p for _, p in sparse)),
+        n_sparse_params=n_sparse_params,
+        n_nonzero=n_nonzero,
+        kept_fraction=n_nonzero / n_sparse_params,
         tokens=total_steps * tokens_per_step,
         steps=total_steps,
         wall_time_s=time.time() - started,

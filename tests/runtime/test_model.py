@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import Tensor
 
-from runtime.model import AbsTopK, GPTConfig, SparseGPT, sparse_parameters
+from runtime.model import AbsTopK, GPTConfig, SparseGPT, floor_axis, sparse_parameters
 from spec.recipe import DataSpec, ModelSpec
 
 TINY = GPTConfig(vocab_size=300, context=16, n_layer=2, d_model=32, d_head=8, d_mlp=64)
@@ -67,10 +67,28 @@ def test_hook_sees_every_site_in_order_with_its_shape_after_abstopk() -> None:
     model(tokens(TINY))
     expected_sites = [f"l{layer}.{site}" for layer in range(2) for site in SITES_PER_LAYER]
     assert [site for site, _, _ in seen] == [*expected_sites, "final_in"]
-    for site, shape, max_nonzero in seen:
+    for site, shape, max_nonzero in seen[:-1]:
         width = 64 if site.endswith("mlp_neuron") else 32
         assert shape == (3, 16, width)
         assert max_nonzero <= width // 4  # AbsTopK ran before the hook
+    # ...but not after the final norm, by default: the paper has no AbsTopK there.
+    assert seen[-1][1:] == ((3, 16, 32), 32)
+
+
+def test_final_topk_is_an_option() -> None:
+    assert not GPTConfig.from_specs(ModelSpec(), DataSpec()).final_topk
+    cfg = GPTConfig.from_specs(ModelSpec(n_layer=1, d_model=32, d_head=8, final_topk=True),
+                               DataSpec(vocab_size=300, context=16))
+    model = model_for(cfg)
+    widths: dict[str, int] = {}
+
+    def record(site: str, x: Tensor) -> Tensor:
+        widths[site] = int((x != 0).sum(-1).max())
+        return x
+
+    model.hook = record
+    model(tokens(cfg))
+    assert widths["final_in"] == 8  # a quarter of d_model 32
 
 
 def test_hook_can_replace_activations() -> None:
@@ -149,6 +167,22 @@ def test_parameter_names_follow_the_contract() -> None:
         for proj in ("q_proj", "k_proj", "v_proj", "o_proj"):
             expected |= {f"{prefix}.attn.{proj}.weight": (d, d), f"{prefix}.attn.{proj}.bias": (d,)}
     assert names == expected
+
+
+def test_floor_axes_protect_neurons_and_channels_on_both_sides() -> None:
+    axes = {name: floor_axis(name) for name, _ in sparse_parameters(model_for(FULL))}
+    for layer in range(2):
+        prefix = f"blocks.{layer}"
+        # Rows: the inputs of each q/k/v channel and MLP neuron; columns: what each v channel
+        # (through o_proj) and each MLP neuron (through proj) writes to the residual stream.
+        assert {axes.pop(f"{prefix}.attn.{proj}.weight") for proj in ("q_proj", "k_proj",
+                                                                      "v_proj")} == {0}
+        assert axes.pop(f"{prefix}.mlp.fc.weight") == 0
+        assert axes.pop(f"{prefix}.attn.o_proj.weight") == 1
+        assert axes.pop(f"{prefix}.mlp.proj.weight") == 1
+    # Embeddings, the unembedding and every bias are exempt.
+    assert set(axes.values()) == {None}
+    assert {"wte.weight", "wpe.weight", "lm_head.weight", "blocks.0.mlp.fc.bias"} <= set(axes)
 
 
 def test_sparse_parameters_exclude_gains_sinks_and_bigram() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,9 @@ import torch
 
 from runtime.model import GPTConfig, SparseGPT
 from runtime.training.checkpoint import (
+    _MODEL_FORMAT,
     CheckpointError,
+    _write,
     load_checkpoint,
     load_latest_checkpoint,
     load_model,
@@ -122,3 +125,11 @@ def test_model_file_round_trip_and_corruption(tmp_path: Path) -> None:
         load_model(path)
     with pytest.raises(CheckpointError, match="format"):
         load_model(save_at(tmp_path, 1))  # a training checkpoint is not a model file
+
+
+def test_a_model_saved_before_final_topk_keeps_its_final_abstopk(tmp_path: Path) -> None:
+    model, _, _ = trained_state()
+    old_config = {k: v for k, v in dataclasses.asdict(CFG).items() if k != "final_topk"}
+    path = tmp_path / "model.safetensors"
+    _write(path, dict(model.state_dict()), {"format": _MODEL_FORMAT, "config": old_config})
+    assert load_model(path).cfg == dataclasses.replace(CFG, final_topk=True)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import pytest
 import torch
+from torch import Tensor
 
 from runtime.training.sparsity import (
+    floor_per_neuron,
     kept_fraction_at,
     lr_at,
     n_kept,
@@ -94,6 +97,29 @@ def test_sharkfin_without_warmup_starts_at_full_lr() -> None:
     assert lr_at(5, 10, train, 1.0, 1.0) == pytest.approx(0.25)
 
 
+def reference_projection(tensor: Tensor, k: int, j: int = 0, axis: int | None = None) -> Tensor:
+    """The projection as method §2 states it, the slow way: every neuron's top-j pushed to +inf,
+    then one topk over the whole tensor."""
+    magnitude = tensor.abs()
+    if j and axis is not None:
+        fan_axis = 1 - axis
+        j = floor_per_neuron(k, tensor.shape[axis], tensor.shape[fan_axis], j)
+        if j:
+            magnitude.scatter_(fan_axis, magnitude.topk(j, dim=fan_axis).indices, math.inf)
+    keep = torch.zeros(tensor.numel(), dtype=torch.bool)
+    keep[magnitude.flatten().topk(k).indices] = True
+    return tensor * keep.view_as(tensor)
+
+
+def trained_like(shape: tuple[int, ...], seed: int = 0) -> Tensor:
+    """What the projection sees in training: a few large survivors of the last projection amid
+    many small weights that the Adam step just brought back."""
+    generator = torch.Generator().manual_seed(seed)
+    small = torch.randn(shape, generator=generator) * 1e-3
+    survivors = torch.rand(shape, generator=generator) < 0.05
+    return torch.where(survivors, torch.randn(shape, generator=generator), small)
+
+
 def test_projection_keeps_exactly_the_k_largest() -> None:
     torch.manual_seed(0)
     weight = torch.randn(64, 48)
@@ -105,33 +131,82 @@ def test_projection_keeps_exactly_the_k_largest() -> None:
     assert original[kept].abs().min() >= original[~kept].abs().max()
 
 
+# Large enough for the candidate search (runtime/training/sparsity.py), fractions on both sides
+# of one half (keep-side and drop-side search) down to the paper's 0.001.
+@pytest.mark.parametrize("fraction", [0.95, 0.6, 0.3, 0.05, 0.01, 0.001])
+@pytest.mark.parametrize("make", [trained_like, lambda shape: torch.randn(shape)])
+def test_projection_equals_a_full_topk(fraction: float, make: Callable[..., Tensor]) -> None:
+    torch.manual_seed(1)
+    for shape in [(256, 256), (1024, 64), (70000,)]:
+        weight = make(shape)
+        k = n_kept(weight.numel(), fraction)
+        expected = reference_projection(weight, k)
+        assert torch.equal(project_topk_(weight, k), expected), shape
+
+
+@pytest.mark.parametrize("fraction", [0.95, 0.05])
+def test_projection_stays_exact_when_the_threshold_sample_is_fooled(fraction: float) -> None:
+    # The candidate search samples every 61st entry; make exactly those entries huge, so the
+    # sampled threshold leaves too few candidates (keep side) or far too many (drop side).
+    torch.manual_seed(3)
+    weight = torch.randn(256, 256)
+    weight.view(-1)[::61] += 100.0
+    k = n_kept(weight.numel(), fraction)
+    assert torch.equal(project_topk_(weight.clone(), k), reference_projection(weight, k))
+
+
+@pytest.mark.parametrize("fraction", [0.95, 0.6, 0.3, 0.05, 0.01, 0.001])
+@pytest.mark.parametrize("axis", [0, 1])
+def test_floored_projection_equals_the_reference(fraction: float, axis: int) -> None:
+    weight = trained_like((512, 128) if axis == 0 else (128, 512), seed=2)
+    # Weak neurons the global top-k alone would wipe out; their floor entries must be theirs.
+    (weight[:40] if axis == 0 else weight[:, :40]).mul_(1e-3)
+    k = n_kept(weight.numel(), fraction)
+    expected = reference_projection(weight, k, j=4, axis=axis)
+    assert torch.equal(project_topk_(weight.clone(), k, 4, axis), expected)
+
+
 def test_projection_of_a_bias_and_k_at_least_numel() -> None:
     bias = torch.randn(100)
-    project_topk_(bias, 7, min_per_row=4)  # no floor for 1-D tensors
+    project_topk_(bias, 7, min_per_neuron=4)  # no neuron axis, no floor
     assert int(torch.count_nonzero(bias)) == 7
     full = torch.randn(5, 5)
     assert torch.equal(project_topk_(full.clone(), 25), full)
 
 
-def test_min_per_neuron_floor_holds_and_total_stays_k() -> None:
+@pytest.mark.parametrize("axis", [0, 1])
+def test_min_per_neuron_floor_holds_along_its_axis_and_total_stays_k(axis: int) -> None:
     torch.manual_seed(0)
     weight = torch.randn(32, 40)
-    weight[:8] *= 1e-3  # 8 neurons that the global top-k alone would wipe out
+    weak = (slice(0, 8), slice(None)) if axis == 0 else (slice(None), slice(0, 8))
+    weight[weak] *= 1e-3  # 8 neurons that the global top-k alone would wipe out
     original = weight.clone()
-    project_topk_(weight, 200, min_per_row=4)
+    project_topk_(weight, 200, min_per_neuron=4, neuron_axis=axis)
     assert int(torch.count_nonzero(weight)) == 200
-    per_row = (weight != 0).sum(dim=1)
-    assert int(per_row.min()) >= 4
-    assert int(per_row[:8].max()) == 4  # the weak rows keep exactly their floor...
-    top4 = original.abs().topk(4, dim=1).indices
-    assert bool((weight.gather(1, top4) != 0).all())  # ...and it is their own top-4
+    fan_axis = 1 - axis
+    per_neuron = (weight != 0).sum(dim=fan_axis)
+    assert int(per_neuron.min()) >= 4
+    assert int(per_neuron[:8].max()) == 4  # the weak neurons keep exactly their floor...
+    top4 = original.abs().topk(4, dim=fan_axis).indices
+    assert bool((weight.gather(fan_axis, top4) != 0).all())  # ...and it is their own top-4
 
 
-def test_floor_wins_when_it_exceeds_k() -> None:
+def test_floor_is_capped_so_the_tensor_keeps_k() -> None:
     weight = torch.randn(32, 40)
-    project_topk_(weight, 50, min_per_row=4)
-    assert int(torch.count_nonzero(weight)) == 32 * 4
-    assert bool(((weight != 0).sum(dim=1) == 4).all())
+    project_topk_(weight, 50, min_per_neuron=4, neuron_axis=0)  # 32·4 = 128 > 50
+    assert int(torch.count_nonzero(weight)) == 50
+    assert bool(((weight != 0).sum(dim=1) >= 1).all())  # j capped to 50 // 32 = 1
+    sparse = torch.randn(32, 40)
+    project_topk_(sparse, 20, min_per_neuron=4, neuron_axis=0)  # fewer slots than neurons
+    assert int(torch.count_nonzero(sparse)) == 20
+
+
+def test_floor_cap_at_the_paper_shape() -> None:
+    # d_model 2048 at target 0.001: q/k/v/o keep 4194 of 2048², fc and proj 16777 of 8192·2048.
+    assert floor_per_neuron(n_kept(2048 * 2048, 0.001), 2048, 2048, 4) == 2
+    assert floor_per_neuron(n_kept(8192 * 2048, 0.001), 8192, 2048, 4) == 2  # fc rows, proj cols
+    assert floor_per_neuron(n_kept(256 * 256, 0.05), 256, 256, 4) == 4  # uncapped at 5%
+    assert floor_per_neuron(100, 10, 3, 4) == 3  # never more than a neuron's fan
 
 
 def test_n_kept_rounds_and_keeps_at_least_one() -> None:
