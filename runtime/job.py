@@ -6,7 +6,12 @@ Reads ``config.json``, dispatches on its ``kind`` to ``runtime.jobs.<kind>.run``
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import importlib
+import json
+import os
+import socket
 import sys
 import time
 from pathlib import Path
@@ -24,6 +29,10 @@ RESULTS_FILE = "results.json"  # runtime, last and atomically: the job is done
 PROGRESS_FILE = "progress.json"  # runtime, while it runs
 FAILED_FILE = "failed.json"  # executor, when the job failed
 CHECKPOINT_DIR = "checkpoints"  # train jobs: resumable state
+LOCK_FILE = "lock"  # flock'ed by the process that runs the job; its holder as JSON
+# The descriptor of a lock that the launching process took and handed down (local executor).
+LOCK_FD_ENV = "XCOMPILE_JOB_LOCK_FD"
+EXIT_BUSY = 75  # EX_TEMPFAIL: another process is running this job
 LOG_TAIL_BYTES = 16_384  # enough for a traceback; never the whole log of a long training run
 
 
@@ -49,6 +58,81 @@ class JobKind(Protocol):
         """The job's results; None in a data-parallel process other than rank 0, which reports
         for all of them."""
         ...
+
+
+class JobBusy(Exception):
+    """Another live process holds the job's lock: this one must not run it."""
+
+    def __init__(self, job_dir: Path, holder: dict[str, Any]) -> None:
+        self.job_dir, self.holder = job_dir, holder
+        where = describe_holder(holder)
+        super().__init__(f"{job_dir.name} is running in another process ({where})")
+
+
+class JobLock:
+    """An exclusive ``flock`` on ``<job_dir>/lock``: one writer per job folder. The kernel drops
+    it when the last process holding the descriptor exits, however it dies, so a stale lock
+    cannot outlive its owner (no pid files to clean up)."""
+
+    def __init__(self, job_dir: Path) -> None:
+        self.fd = os.open(job_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self.fd)
+            raise JobBusy(job_dir, _read_holder(job_dir)) from None
+        self.holder: dict[str, Any] = {}
+        self.record(pid=os.getpid(), host=socket.gethostname(), since=time.time())
+
+    def record(self, **info: Any) -> None:
+        """Add ``info`` to the holder record that ``job_lock_holder`` reports to others."""
+        self.holder.update(info)
+        data = json.dumps(self.holder).encode()
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, data, 0)
+
+    def release(self) -> None:
+        os.close(self.fd)
+
+    def __enter__(self) -> JobLock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def job_lock_holder(job_dir: Path) -> dict[str, Any] | None:
+    """Who runs the job now (``{pid, host, since, job_pid?}``), or None if nobody does.
+
+    Probes with a shared lock, released at once: a runner starting in that instant would see the
+    job as busy, which is why only status displays ask.
+    """
+    try:
+        fd = os.open(job_dir / LOCK_FILE, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return _read_holder(job_dir)
+    finally:
+        os.close(fd)
+    return None
+
+
+def describe_holder(holder: dict[str, Any]) -> str:
+    where = f"pid {holder.get('pid', '?')} on {holder.get('host', '?')}"
+    if holder.get("job_pid"):
+        where += f", job pid {holder['job_pid']}"
+    return where
+
+
+def _read_holder(job_dir: Path) -> dict[str, Any]:
+    with contextlib.suppress(OSError, ValueError):
+        holder = json.loads((job_dir / LOCK_FILE).read_bytes() or b"{}")
+        if isinstance(holder, dict):
+            return holder
+    return {}  # written right after locking: a reader can be a moment early
 
 
 def log_tail(job_dir: Path, lines: int = 20) -> str:
@@ -96,7 +180,17 @@ def main(argv: list[str] | None = None) -> int:
     if len(args) != 1:
         print("usage: python -m runtime.job <job_dir>", file=sys.stderr)
         return 2
-    run_job(Path(args[0]))
+    job_dir = Path(args[0])
+    if LOCK_FD_ENV in os.environ:  # the launcher holds the lock for us (and we inherited it)
+        run_job(job_dir)
+        return 0
+    try:
+        lock = JobLock(job_dir)
+    except JobBusy as busy:
+        print(f"not run: {busy}", file=sys.stderr)
+        return EXIT_BUSY
+    with lock:
+        run_job(job_dir)
     return 0
 
 

@@ -3,14 +3,21 @@
 One at a time because a training job already uses every core. Each job is
 ``python -m runtime.job <dir>`` with its output in ``log.txt``; the display follows the job's
 ``progress.json``. A failed job gets a ``failed.json`` and its dependents are skipped, the rest
-of the plan goes on. Ctrl-C stops the running job (its checkpoints stay, so it resumes) and
-leaves every finished job cached.
+of the plan goes on. Ctrl-C (or SIGTERM/SIGHUP, which the CLI turns into the same interrupt)
+stops the running job's whole process group (its checkpoints stay, so it resumes) and leaves
+every finished job cached.
+
+Each job runs under its folder's lock (``runtime.job.JobLock``), taken here and inherited by the
+job's process, so it stays held even if this driver is killed with SIGKILL. A job whose lock is
+held by another run is not touched: it is reported busy and its dependents wait for next time.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -26,13 +33,17 @@ from runtime.io import read_json, write_json_atomic
 from runtime.job import (
     COMMAND_FILE,
     FAILED_FILE,
+    LOCK_FD_ENV,
     LOG_FILE,
     PROGRESS_FILE,
     RESULTS_FILE,
+    JobBusy,
+    JobLock,
     log_tail,
 )
 
 POLL_S = 0.25
+START_MARK = "job started"  # the header of each attempt in log.txt
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -52,16 +63,20 @@ class RunSummary:
     done: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)  # key → reason
     skipped: list[str] = field(default_factory=list)  # keys whose inputs failed
+    busy: dict[str, str] = field(default_factory=dict)  # key → who else is running it
+    waiting: list[str] = field(default_factory=list)  # keys whose inputs another run is making
 
     @property
     def ok(self) -> bool:
         return not self.failed and not self.skipped
 
 
-def job_environment() -> dict[str, str]:
-    """The child's environment: this project importable even when not pip-installed."""
+def job_environment(lock_fd: int) -> dict[str, str]:
+    """The child's environment: this project importable even when not pip-installed, and the
+    descriptor of the job's lock, which it inherits."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
+    env[LOCK_FD_ENV] = str(lock_fd)
     return env
 
 
@@ -79,7 +94,8 @@ class LocalExecutor:
     def run(self, jobs: Sequence[JobSpec]) -> RunSummary:
         """Run ``jobs`` (topologically ordered; deps outside the list count as done)."""
         summary = RunSummary()
-        blocked: set[str] = set()
+        blocked: set[str] = set()  # failed, or their inputs did
+        busy: set[str] = set()  # another run has them, or their inputs
         columns = (
             TextColumn("{task.description}"),
             BarColumn(),
@@ -96,6 +112,11 @@ class LocalExecutor:
                     summary.skipped.append(job.key)
                     progress.advance(overall)
                     continue
+                if not job.runs_after_failures and any(dep in busy for dep in job.deps):
+                    busy.add(job.key)
+                    summary.waiting.append(job.key)
+                    progress.advance(overall)
+                    continue
                 progress.update(
                     current,
                     description=job.name,
@@ -104,7 +125,14 @@ class LocalExecutor:
                     info="starting",
                     visible=True,
                 )
-                error = self._run_one(job, lambda info: _show(progress, current, info))
+                try:
+                    error = self._run_one(job, lambda info: _show(progress, current, info))
+                except JobBusy as holder:
+                    busy.add(job.key)
+                    summary.busy[job.key] = str(holder)
+                    self.console.print(f"[yellow]skipped[/] {holder}", highlight=False)
+                    progress.advance(overall)
+                    continue
                 if error is None:
                     summary.done.append(job.key)
                 else:
@@ -116,18 +144,26 @@ class LocalExecutor:
         return summary
 
     def _run_one(self, job: JobSpec, show: Callable[[dict[str, Any]], None]) -> str | None:
+        """Run one job; its failure reason, or None. Raises ``JobBusy`` (touching nothing) if
+        another process holds the job's lock."""
         job_dir = self.workspace / job.rel_dir
-        (job_dir / FAILED_FILE).unlink(missing_ok=True)
-        (job_dir / PROGRESS_FILE).unlink(missing_ok=True)
-        with open(job_dir / LOG_FILE, "ab") as log:
+        with JobLock(job_dir) as lock, open(job_dir / LOG_FILE, "ab") as log:
+            (job_dir / FAILED_FILE).unlink(missing_ok=True)
+            (job_dir / PROGRESS_FILE).unlink(missing_ok=True)
+            # each attempt starts with a header, so a resumed job's log reads as a resumption
+            log.write(f"--- {START_MARK} {time.strftime('%Y-%m-%d %H:%M:%S')} by pid "
+                      f"{os.getpid()} on {socket.gethostname()} ---\n".encode())
+            log.flush()
             child = subprocess.Popen(
                 [sys.executable, "-m", "runtime.job", str(job_dir)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                env=job_environment(),
+                env=job_environment(lock.fd),
+                pass_fds=(lock.fd,),
                 start_new_session=True,  # Ctrl-C reaches us; we stop the child deliberately
             )
+            lock.record(job_pid=child.pid)
             try:
                 while child.poll() is None:
                     time.sleep(POLL_S)
@@ -155,16 +191,24 @@ class LocalExecutor:
 
 
 def _stop(child: subprocess.Popen[bytes]) -> None:
-    """Interrupt the job like Ctrl-C would, then insist."""
-    for sig, wait_s in ((signal.SIGINT, 10), (signal.SIGKILL, 5)):
-        try:
-            os.killpg(child.pid, sig)
-            child.wait(timeout=wait_s)
-            return
-        except subprocess.TimeoutExpired:
-            continue
-        except ProcessLookupError:
-            return
+    """Interrupt the job's process group like Ctrl-C would, then insist. A second Ctrl-C or
+    SIGTERM meanwhile is held back: it must not leave the job running without us."""
+    stops = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stops)
+    try:
+        for sig, wait_s in ((signal.SIGINT, 10), (signal.SIGKILL, 5)):
+            try:
+                os.killpg(child.pid, sig)
+                child.wait(timeout=wait_s)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+            except ProcessLookupError:
+                break
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(child.pid, signal.SIGKILL)  # anything the job started and left behind
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, stops)
 
 
 def _last_error_line(job_dir: Path) -> str:
