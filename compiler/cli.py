@@ -19,15 +19,16 @@ from rich.console import Console
 from rich.table import Table
 
 from compiler import estimate
-from compiler.plan import STAGES, Job, Plan, compile_plan
+from compiler.plan import Job, Plan, compile_plan
 from compiler.sweep import SweepPoint, expand
 from compiler.workspace import materialize, reasons
+from runtime.job import STAGES
 from spec.errors import Problem, RecipeError
 from spec.loader import load_recipe
 from spec.recipe import Recipe
 
 if TYPE_CHECKING:
-    from runtime.executors.local import RunSummary
+    from runtime.job import RunSummary
 
 DEFAULT_WORKSPACE = Path("xcompile-runs")
 

@@ -41,7 +41,7 @@ def code_version(kind: str, root: Path = ROOT) -> str:
     for path in sorted(closure((DISPATCHER, entry_module(kind)), root).values()):
         digest.update(path.relative_to(root).as_posix().encode() + b"\0")
         digest.update(path.read_bytes() + b"\0")
-        third_party |= _parsed(path, root)[1]
+        third_party |= module_imports(path, root)[1]
     for package in NUMERIC_PACKAGES:
         if package in third_party:
             digest.update(f"{package}=={_version(package)}\0".encode())
@@ -61,7 +61,7 @@ def closure(entries: tuple[str, ...], root: Path) -> dict[str, Path]:
         found[name] = path
         parts = name.split(".")
         todo += [".".join(parts[:i]) for i in range(1, len(parts))]
-        todo += _parsed(path, root)[0]
+        todo += module_imports(path, root)[0]
     return found
 
 
@@ -76,7 +76,7 @@ def _source(name: str, root: Path) -> Path | None:
 
 
 @cache
-def _parsed(path: Path, root: Path) -> tuple[tuple[str, ...], frozenset[str]]:
+def module_imports(path: Path, root: Path) -> tuple[tuple[str, ...], frozenset[str]]:
     """(module names ``path`` may import — project or not —, top-level packages it imports).
 
     Every import statement counts, inside functions too (lazy imports still run); for

@@ -14,12 +14,14 @@ import os
 import socket
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from runtime.io import read_json, write_json_atomic
 
-JOB_KINDS = ("tokenize", "train", "stats", "prune", "ingest")
+# The job kinds in dependency order: each stage reads only earlier ones (docs/jobs.md).
+STAGES = ("tokenize", "train", "stats", "prune", "ingest")
 JOBS_DIR = "jobs"  # <workspace>/jobs/<kind>-<key12>/
 # The files of a job folder (docs/jobs.md) that more than one part reads or writes.
 CONFIG_FILE = "config.json"  # compiler
@@ -33,7 +35,35 @@ LOCK_FILE = "lock"  # flock'ed by the process that runs the job; its holder as J
 # The descriptor of a lock that the launching process took and handed down (local executor).
 LOCK_FD_ENV = "XCOMPILE_JOB_LOCK_FD"
 EXIT_BUSY = 75  # EX_TEMPFAIL: another process is running this job
+# What executors put on a job's PYTHONPATH, so this checkout runs whether installed or not.
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
 LOG_TAIL_BYTES = 16_384  # enough for a traceback; never the whole log of a long training run
+
+
+class JobSpec(Protocol):
+    """What an executor needs of a planned job (compiler.plan.Job satisfies it)."""
+
+    key: str
+    kind: str
+    name: str
+    rel_dir: str
+    deps: tuple[str, ...]
+    runs_after_failures: bool
+
+
+@dataclass
+class RunSummary:
+    """What an executor reports once every job it was given has ended."""
+
+    done: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)  # key → reason
+    skipped: list[str] = field(default_factory=list)  # keys whose inputs failed
+    busy: dict[str, str] = field(default_factory=dict)  # key → who else is running it
+    waiting: list[str] = field(default_factory=list)  # keys whose inputs another run is making
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed and not self.skipped
 
 
 class Progress:
@@ -147,6 +177,13 @@ def log_tail(job_dir: Path, lines: int = 20) -> str:
     return "\n".join(text.rstrip().splitlines()[-lines:])
 
 
+def record_failure(job_dir: Path, reason: str) -> None:
+    """The executor's failure record: why, the log's end, when (removed when the job reruns)."""
+    write_json_atomic(
+        job_dir / FAILED_FILE, {"error": reason, "log_tail": log_tail(job_dir), "time": time.time()}
+    )
+
+
 def is_complete(job_dir: Path) -> bool:
     return (job_dir / RESULTS_FILE).is_file()
 
@@ -157,7 +194,7 @@ def run_job(job_dir: Path) -> dict[str, Any] | None:
     job_dir = job_dir.resolve()
     config = read_json(job_dir / CONFIG_FILE)
     kind = config["kind"]
-    if kind not in JOB_KINDS:
+    if kind not in STAGES:
         raise ValueError(f"{job_dir}: unknown job kind {kind!r}")
     module: JobKind = importlib.import_module(f"runtime.jobs.{kind}")  # type: ignore[assignment]
     started = time.time()

@@ -22,53 +22,31 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from runtime.io import read_json, write_json_atomic
+from runtime.io import read_json
 from runtime.job import (
     COMMAND_FILE,
     FAILED_FILE,
     LOCK_FD_ENV,
     LOG_FILE,
     PROGRESS_FILE,
+    PROJECT_ROOT,
     RESULTS_FILE,
     JobBusy,
     JobLock,
+    JobSpec,
+    RunSummary,
     log_tail,
+    record_failure,
 )
 
 POLL_S = 0.25
 START_MARK = "job started"  # the header of each attempt in log.txt
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-
-
-class JobSpec(Protocol):
-    """What an executor needs of a planned job (compiler.plan.Job satisfies it)."""
-
-    key: str
-    kind: str
-    name: str
-    rel_dir: str
-    deps: tuple[str, ...]
-    runs_after_failures: bool
-
-
-@dataclass
-class RunSummary:
-    done: list[str] = field(default_factory=list)
-    failed: dict[str, str] = field(default_factory=dict)  # key → reason
-    skipped: list[str] = field(default_factory=list)  # keys whose inputs failed
-    busy: dict[str, str] = field(default_factory=dict)  # key → who else is running it
-    waiting: list[str] = field(default_factory=list)  # keys whose inputs another run is making
-
-    @property
-    def ok(self) -> bool:
-        return not self.failed and not self.skipped
 
 
 def job_environment(lock_fd: int) -> dict[str, str]:
@@ -78,12 +56,6 @@ def job_environment(lock_fd: int) -> dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
     env[LOCK_FD_ENV] = str(lock_fd)
     return env
-
-
-def record_failure(job_dir: Path, reason: str) -> None:
-    write_json_atomic(
-        job_dir / FAILED_FILE, {"error": reason, "log_tail": log_tail(job_dir), "time": time.time()}
-    )
 
 
 class LocalExecutor:
