@@ -47,6 +47,7 @@ from runtime.job import (
 
 POLL_S = 0.25
 START_MARK = "job started"  # the header of each attempt in log.txt
+PLAIN_EVERY_S = 10.0  # between progress lines when stderr is not a terminal
 
 
 def job_environment(lock_fd: int) -> dict[str, str]:
@@ -56,6 +57,46 @@ def job_environment(lock_fd: int) -> dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
     env[LOCK_FD_ENV] = str(lock_fd)
     return env
+
+
+class PlainLines:
+    """Progress as plain lines, for logs, CI and ``> file``, where the live display draws
+    nothing: one line per job start and end, and a progress line every ``every_s``."""
+
+    def __init__(self, console: Console, every_s: float = PLAIN_EVERY_S) -> None:
+        self.console, self.every_s = console, every_s
+        self.name, self.started, self.last = "", 0.0, 0.0
+        self.first: tuple[float, int] | None = None  # (time, step) of the first report seen
+
+    def start(self, name: str) -> None:
+        self.name, self.first = name, None
+        self.started = self.last = time.monotonic()
+        self._print(f"start {name}")
+
+    def update(self, info: dict[str, Any]) -> None:
+        now = time.monotonic()
+        step, total = info.get("step"), info.get("total_steps")
+        if self.first is None and isinstance(step, int):
+            self.first = (now, step)
+        if now - self.last < self.every_s:
+            return
+        self.last = now
+        parts = [f"{self.name}:"]
+        if isinstance(step, int) and isinstance(total, int):
+            parts.append(f"step {step}/{total}")
+        parts += _describe(info)
+        if self.first is not None and isinstance(step, int) and isinstance(total, int):
+            (t0, step0) = self.first
+            if step > step0:
+                parts.append(f"ETA {_duration((total - step) * (now - t0) / (step - step0))}")
+        self._print("  ".join(parts))
+
+    def end(self, name: str, error: str | None) -> None:
+        took = _duration(time.monotonic() - self.started)
+        self._print(f"done {name} in {took}" if error is None else f"failed {name} after {took}")
+
+    def _print(self, line: str) -> None:
+        self.console.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 class LocalExecutor:
@@ -75,6 +116,7 @@ class LocalExecutor:
             TimeElapsedColumn(),
             TextColumn("{task.fields[info]}"),
         )
+        plain = None if self.console.is_terminal else PlainLines(self.console)
         with Progress(*columns, console=self.console, transient=False) as progress:
             overall = progress.add_task("jobs", total=len(jobs), info="")
             current = progress.add_task("", total=None, info="", visible=False)
@@ -97,14 +139,23 @@ class LocalExecutor:
                     info="starting",
                     visible=True,
                 )
+                def show(info: dict[str, Any]) -> None:
+                    _show(progress, current, info)
+                    if plain is not None:
+                        plain.update(info)
+
+                if plain is not None:
+                    plain.start(job.name)
                 try:
-                    error = self._run_one(job, lambda info: _show(progress, current, info))
+                    error = self._run_one(job, show)
                 except JobBusy as holder:
                     busy.add(job.key)
                     summary.busy[job.key] = str(holder)
                     self.console.print(f"[yellow]skipped[/] {holder}", highlight=False)
                     progress.advance(overall)
                     continue
+                if plain is not None:
+                    plain.end(job.name, error)
                 if error is None:
                     summary.done.append(job.key)
                 else:
@@ -191,7 +242,7 @@ def _last_error_line(job_dir: Path) -> str:
     return lines[-1].strip()[:300] if lines else ""
 
 
-def _show(progress: Progress, task: Any, info: dict[str, Any]) -> None:
+def _describe(info: dict[str, Any]) -> list[str]:
     parts = []
     if "loss" in info:
         parts.append(f"loss {info['loss']:.3f}")
@@ -199,8 +250,18 @@ def _show(progress: Progress, task: Any, info: dict[str, Any]) -> None:
         parts.append(f"{info['tokens_per_s']:,.0f} tok/s")
     if "phase" in info:
         parts.append(str(info["phase"]))
+    return parts
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes // 60}h{minutes % 60:02d}m" if minutes >= 60 else f"{minutes}m{secs:02d}s"
+
+
+def _show(progress: Progress, task: Any, info: dict[str, Any]) -> None:
+    text = "  ".join(_describe(info))
     total, step = info.get("total_steps"), info.get("step")
     if isinstance(total, int) and isinstance(step, int):
-        progress.update(task, total=total, completed=step, info="  ".join(parts))
+        progress.update(task, total=total, completed=step, info=text)
     else:
-        progress.update(task, info="  ".join(parts))
+        progress.update(task, info=text)

@@ -1,9 +1,10 @@
-"""`xcompile run` and its processes: signals stop the whole job, one run owns each job folder."""
+"""`xcompile run` and its processes: signals, one owner per job folder, progress without a TTY."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -112,3 +113,22 @@ def test_a_second_run_skips_the_job_the_first_is_running(recipe: Path, tmp_path:
     assert "2 wait for them" in second.stderr  # stats and prune
     log = (train_dir(workspace) / "log.txt").read_text(errors="replace")
     assert log.count(START_MARK) == 1  # trained by the first run only
+
+
+def test_without_a_terminal_the_run_prints_job_lines_and_progress_with_an_eta(
+    recipe: Path, tmp_path: Path
+) -> None:
+    workspace, output = tmp_path / "ws", tmp_path / "run.log"
+    with output.open("w") as sink:
+        run = subprocess.Popen(
+            [sys.executable, "-m", "compiler.cli", "run", str(recipe), "-w", str(workspace)],
+            stdout=sink, stderr=subprocess.STDOUT, text=True,
+        )
+        progress = re.compile(r"^train-\w{12}: +step \d+/\d+ .*tok/s +ETA \d+[hm]\d\d[ms]$", re.M)
+        wait_for(lambda: progress.search(output.read_text()), run)
+        run.send_signal(signal.SIGTERM)
+        run.wait(timeout=60)
+    lines = output.read_text().splitlines()
+    assert any(re.fullmatch(r"start tokenize-\w{12}", line) for line in lines)
+    assert any(re.fullmatch(r"done tokenize-\w{12} in \d+m\d\ds", line) for line in lines)
+    assert any(re.fullmatch(r"start train-\w{12}", line) for line in lines)
