@@ -218,7 +218,10 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m runtime.job <job_dir>", file=sys.stderr)
         return 2
     job_dir = Path(args[0])
-    if LOCK_FD_ENV in os.environ:  # the launcher holds the lock for us (and we inherited it)
+    # The launcher may hold the lock for us (we inherited it); in a data-parallel job only
+    # rank 0 writes the folder, so only it owns it (the rank variables that training reads).
+    rank = os.environ.get("RANK" if "WORLD_SIZE" in os.environ else "SLURM_PROCID", "0")
+    if LOCK_FD_ENV in os.environ or rank != "0":
         run_job(job_dir)
         return 0
     try:
