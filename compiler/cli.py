@@ -1,12 +1,14 @@
 """The ``xcompile`` command line: parse, load the recipe, compile, hand off.
 
-Exit codes are decided in ``main`` only: 0 ok, 1 a job failed, 2 bad input, 130 interrupted.
+Exit codes are decided in ``main`` only: 0 ok, 1 a job failed, 2 bad input, 128 + the signal
+when stopped (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,15 +19,16 @@ from rich.console import Console
 from rich.table import Table
 
 from compiler import estimate
-from compiler.plan import STAGES, Job, Plan, compile_plan
+from compiler.plan import Job, Plan, compile_plan
 from compiler.sweep import SweepPoint, expand
 from compiler.workspace import materialize, reasons
+from runtime.job import STAGES
 from spec.errors import Problem, RecipeError
 from spec.loader import load_recipe
 from spec.recipe import Recipe
 
 if TYPE_CHECKING:
-    from runtime.executors.local import RunSummary
+    from runtime.job import RunSummary
 
 DEFAULT_WORKSPACE = Path("xcompile-runs")
 
@@ -51,7 +54,33 @@ class JobsFailed(Exception):
 
 
 class Interrupted(Exception):
-    """Ctrl-C during a run: exit code 130."""
+    """Ctrl-C, SIGTERM or SIGHUP during a run: exit code 128 + the signal."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+class Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised where Ctrl-C would be, so the executor stops the running job
+    exactly as for Ctrl-C (a `timeout` or a closed terminal must not leave it running)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[None]:
+    def stop(signum: int, _frame: object) -> None:
+        raise Stopped(signum)
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 RecipeArg = Annotated[Path, typer.Argument(help="The recipe YAML file.", show_default=False)]
@@ -190,6 +219,11 @@ def run(
 ) -> None:
     """Run a recipe: tokenize, train, prune and ingest, skipping everything already done.
 
+    Each job runs under a lock on its folder: a job that another `xcompile run` (or a hand-run
+    command) is running is skipped, with that process's pid and host, and its dependents wait
+    for the next run. Ctrl-C, SIGTERM and SIGHUP stop the running job (exit 130, 143, 129);
+    a training job resumes from its last checkpoint next time.
+
     Example: xcompile run recipes/quickstart.yaml --set train.tokens=2M
     """
     ws = _workspace(workspace)
@@ -207,6 +241,12 @@ def run(
     summary = _run_slurm(compiled, ws, detach) if chosen == "slurm" else _run_local(pending, ws)
     if summary is None:
         return
+    if summary.busy:
+        err.print(
+            f"[yellow]{len(summary.busy)} job(s) are running in another process[/] (not touched), "
+            f"{len(summary.waiting)} wait for them: run again once they finish",
+            highlight=False,
+        )
     if not summary.ok:
         raise JobsFailed(
             f"{len(summary.failed)} job(s) failed, {len(summary.skipped)} skipped "
@@ -219,9 +259,10 @@ def _run_local(pending: list[Job], ws: Path) -> RunSummary:
     from runtime.executors.local import LocalExecutor
 
     try:
-        return LocalExecutor(ws, err).run(pending)
-    except KeyboardInterrupt:
-        raise Interrupted from None
+        with _stop_on_signals():
+            return LocalExecutor(ws, err).run(pending)
+    except KeyboardInterrupt as stop:
+        raise Interrupted(getattr(stop, "signum", signal.SIGINT)) from None
 
 
 def _run_slurm(compiled: Plan, ws: Path, detach: bool) -> RunSummary | None:
@@ -499,8 +540,9 @@ def main(argv: list[str] | None = None) -> None:
         _fail(str(error) if isinstance(error, RecipeError) else f"error: {error}", 2)
     except JobsFailed as error:
         _fail(f"error: {error}", 1)
-    except Interrupted:
-        _fail("interrupted: finished jobs are cached; the running job resumes next time", 130)
+    except Interrupted as stop:
+        _fail(f"interrupted ({stop}): finished jobs are cached; the running job resumes next "
+              "time", 128 + stop.signum)
 
 
 def _fail(message: str, code: int) -> None:

@@ -18,12 +18,10 @@ from typing import Any
 from compiler.code_version import code_version
 from compiler.keys import RawJSON, canonical_json, compose_json, job_key
 from compiler.sweep import SweepPoint
-from runtime.data.corpus import corpus_fingerprint
 from runtime.job import JOBS_DIR, RESULTS_FILE
-from runtime.tasks import all_candidates
+from spec.corpora import corpus_fingerprint
 from spec.recipe import Recipe
-
-STAGES = ("tokenize", "train", "stats", "prune", "ingest")
+from spec.tasks import all_candidates
 
 
 @dataclass

@@ -21,6 +21,8 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from spec.corpora import corpus_exists
+from spec.tasks import TASK_ANSWERS
 from spec.units import Count, Minutes
 
 NAME_PATTERN = r"^[a-z0-9_-]+$"
@@ -52,8 +54,6 @@ class DataSpec(StrictModel):
     @field_validator("corpus")
     @classmethod
     def _corpus_exists(cls, corpus: str) -> str:
-        from runtime.data.corpus import corpus_exists  # the runtime knows the corpus kinds
-
         if not corpus_exists(corpus):
             raise ValueError(f"corpus path not found: {corpus}")
         return corpus
@@ -171,11 +171,8 @@ class SparsitySpec(StrictModel):
 
 
 def _known_task(name: str) -> str:
-    # Imported here: the registry lives with the task generators in runtime/ (no torch needed).
-    from runtime.tasks import TASKS
-
-    if name not in TASKS:
-        close = difflib.get_close_matches(name, list(TASKS), n=1)
+    if name not in TASK_ANSWERS:
+        close = difflib.get_close_matches(name, list(TASK_ANSWERS), n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise ValueError(f"unknown task {name!r}{hint} (see `xcompile tasks`)")
     return name

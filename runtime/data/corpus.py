@@ -9,17 +9,16 @@ prefix, and the corpus hash covers exactly what is used.
 
 from __future__ import annotations
 
-import contextlib
 import glob
 import hashlib
 import json
-import platform
 import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
 from runtime.data.synthetic import synthetic_programs
+from spec.corpora import GLOB_CHARS
 
 # Parts of the stdlib tree left out of the ``stdlib`` corpus:
 # - site-packages / dist-packages: third-party code, differs between installations;
@@ -35,7 +34,6 @@ STDLIB_SKIP_DIRS = frozenset(
 # ``synthetic`` without a byte cap: enough for a small model's pretraining and still quick to make.
 SYNTHETIC_DEFAULT_BYTES = 4_000_000
 SYNTHETIC_SEED = 0
-_GLOB_CHARS = frozenset("*?[")
 
 
 class CorpusError(Exception):
@@ -83,35 +81,6 @@ def load_corpus(source: str, max_bytes: int | None = None, seed: int = SYNTHETIC
         if not documents[0].text.strip():
             raise CorpusError(f"max_bytes {max_bytes} leaves corpus {source!r} empty")
     return Corpus(tuple(documents), corpus_sha256(documents))
-
-
-def corpus_fingerprint(source: str) -> str:
-    """What a cache key must know of a corpus beyond its name, without reading it: the Python
-    version for ``stdlib``; for user files, their names, sizes and modification times."""
-    if source == "synthetic":
-        return "synthetic"  # fully determined by the generator's code, hashed into the key
-    if source == "stdlib":
-        return f"python-{platform.python_version()}"
-    if _GLOB_CHARS.intersection(source):
-        files = sorted(Path(match) for match in glob.glob(source, recursive=True))
-    elif Path(source).is_dir():
-        files = sorted(Path(source).rglob("*.py"))
-    else:
-        files = [Path(source)]
-    digest = hashlib.sha256()
-    for path in files:
-        with contextlib.suppress(OSError):
-            stat = path.stat()
-            digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
-    return digest.hexdigest()[:16]
-
-
-def corpus_exists(source: str) -> bool:
-    if source in ("stdlib", "synthetic"):
-        return True
-    if _GLOB_CHARS.intersection(source):
-        return bool(glob.glob(source, recursive=True))
-    return Path(source).exists()
 
 
 def corpus_sha256(documents: list[Document]) -> str:
@@ -198,7 +167,7 @@ def _stdlib_documents() -> list[Document]:
 
 
 def _path_documents(source: str) -> list[Document]:
-    if _GLOB_CHARS.intersection(source):
+    if GLOB_CHARS.intersection(source):
         matches = [Path(match) for match in glob.glob(source, recursive=True)]
         files = [path for path in matches if path.suffix == ".py" and path.is_file()]
         if not files:
@@ -224,7 +193,7 @@ def _path_documents(source: str) -> list[Document]:
 
 def _first_glob_part(source: str) -> int:
     parts = Path(source).parts
-    return next(i for i, part in enumerate(parts) if _GLOB_CHARS.intersection(part))
+    return next(i for i, part in enumerate(parts) if GLOB_CHARS.intersection(part))
 
 
 def _read_py_files(files: list[Path], root: Path) -> list[Document]:

@@ -3,72 +3,100 @@
 One at a time because a training job already uses every core. Each job is
 ``python -m runtime.job <dir>`` with its output in ``log.txt``; the display follows the job's
 ``progress.json``. A failed job gets a ``failed.json`` and its dependents are skipped, the rest
-of the plan goes on. Ctrl-C stops the running job (its checkpoints stay, so it resumes) and
-leaves every finished job cached.
+of the plan goes on. Ctrl-C (or SIGTERM/SIGHUP, which the CLI turns into the same interrupt)
+stops the running job's whole process group (its checkpoints stay, so it resumes) and leaves
+every finished job cached.
+
+Each job runs under its folder's lock (``runtime.job.JobLock``), taken here and inherited by the
+job's process, so it stays held even if this driver is killed with SIGKILL. A job whose lock is
+held by another run is not touched: it is reported busy and its dependents wait for next time.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from runtime.io import read_json, write_json_atomic
+from runtime.io import read_json
 from runtime.job import (
     COMMAND_FILE,
     FAILED_FILE,
+    LOCK_FD_ENV,
     LOG_FILE,
     PROGRESS_FILE,
+    PROJECT_ROOT,
     RESULTS_FILE,
+    JobBusy,
+    JobLock,
+    JobSpec,
+    RunSummary,
     log_tail,
+    record_failure,
 )
 
 POLL_S = 0.25
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+START_MARK = "job started"  # the header of each attempt in log.txt
+PLAIN_EVERY_S = 10.0  # between progress lines when stderr is not a terminal
 
 
-class JobSpec(Protocol):
-    """What an executor needs of a planned job (compiler.plan.Job satisfies it)."""
-
-    key: str
-    kind: str
-    name: str
-    rel_dir: str
-    deps: tuple[str, ...]
-    runs_after_failures: bool
-
-
-@dataclass
-class RunSummary:
-    done: list[str] = field(default_factory=list)
-    failed: dict[str, str] = field(default_factory=dict)  # key → reason
-    skipped: list[str] = field(default_factory=list)  # keys whose inputs failed
-
-    @property
-    def ok(self) -> bool:
-        return not self.failed and not self.skipped
-
-
-def job_environment() -> dict[str, str]:
-    """The child's environment: this project importable even when not pip-installed."""
+def job_environment(lock_fd: int) -> dict[str, str]:
+    """The child's environment: this project importable even when not pip-installed, and the
+    descriptor of the job's lock, which it inherits."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
+    env[LOCK_FD_ENV] = str(lock_fd)
     return env
 
 
-def record_failure(job_dir: Path, reason: str) -> None:
-    write_json_atomic(
-        job_dir / FAILED_FILE, {"error": reason, "log_tail": log_tail(job_dir), "time": time.time()}
-    )
+class PlainLines:
+    """Progress as plain lines, for logs, CI and ``> file``, where the live display draws
+    nothing: one line per job start and end, and a progress line every ``every_s``."""
+
+    def __init__(self, console: Console, every_s: float = PLAIN_EVERY_S) -> None:
+        self.console, self.every_s = console, every_s
+        self.name, self.started, self.last = "", 0.0, 0.0
+        self.first: tuple[float, int] | None = None  # (time, step) of the first report seen
+
+    def start(self, name: str) -> None:
+        self.name, self.first = name, None
+        self.started = self.last = time.monotonic()
+        self._print(f"start {name}")
+
+    def update(self, info: dict[str, Any]) -> None:
+        now = time.monotonic()
+        step, total = info.get("step"), info.get("total_steps")
+        if self.first is None and isinstance(step, int):
+            self.first = (now, step)
+        if now - self.last < self.every_s:
+            return
+        self.last = now
+        parts = [f"{self.name}:"]
+        if isinstance(step, int) and isinstance(total, int):
+            parts.append(f"step {step}/{total}")
+        parts += _describe(info)
+        if self.first is not None and isinstance(step, int) and isinstance(total, int):
+            (t0, step0) = self.first
+            if step > step0:
+                parts.append(f"ETA {_duration((total - step) * (now - t0) / (step - step0))}")
+        self._print("  ".join(parts))
+
+    def end(self, name: str, error: str | None) -> None:
+        took = _duration(time.monotonic() - self.started)
+        self._print(f"done {name} in {took}" if error is None else f"failed {name} after {took}")
+
+    def _print(self, line: str) -> None:
+        self.console.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 class LocalExecutor:
@@ -79,7 +107,8 @@ class LocalExecutor:
     def run(self, jobs: Sequence[JobSpec]) -> RunSummary:
         """Run ``jobs`` (topologically ordered; deps outside the list count as done)."""
         summary = RunSummary()
-        blocked: set[str] = set()
+        blocked: set[str] = set()  # failed, or their inputs did
+        busy: set[str] = set()  # another run has them, or their inputs
         columns = (
             TextColumn("{task.description}"),
             BarColumn(),
@@ -87,6 +116,7 @@ class LocalExecutor:
             TimeElapsedColumn(),
             TextColumn("{task.fields[info]}"),
         )
+        plain = None if self.console.is_terminal else PlainLines(self.console)
         with Progress(*columns, console=self.console, transient=False) as progress:
             overall = progress.add_task("jobs", total=len(jobs), info="")
             current = progress.add_task("", total=None, info="", visible=False)
@@ -94,6 +124,11 @@ class LocalExecutor:
                 if not job.runs_after_failures and any(dep in blocked for dep in job.deps):
                     blocked.add(job.key)
                     summary.skipped.append(job.key)
+                    progress.advance(overall)
+                    continue
+                if not job.runs_after_failures and any(dep in busy for dep in job.deps):
+                    busy.add(job.key)
+                    summary.waiting.append(job.key)
                     progress.advance(overall)
                     continue
                 progress.update(
@@ -104,7 +139,23 @@ class LocalExecutor:
                     info="starting",
                     visible=True,
                 )
-                error = self._run_one(job, lambda info: _show(progress, current, info))
+                def show(info: dict[str, Any]) -> None:
+                    _show(progress, current, info)
+                    if plain is not None:
+                        plain.update(info)
+
+                if plain is not None:
+                    plain.start(job.name)
+                try:
+                    error = self._run_one(job, show)
+                except JobBusy as holder:
+                    busy.add(job.key)
+                    summary.busy[job.key] = str(holder)
+                    self.console.print(f"[yellow]skipped[/] {holder}", highlight=False)
+                    progress.advance(overall)
+                    continue
+                if plain is not None:
+                    plain.end(job.name, error)
                 if error is None:
                     summary.done.append(job.key)
                 else:
@@ -116,18 +167,26 @@ class LocalExecutor:
         return summary
 
     def _run_one(self, job: JobSpec, show: Callable[[dict[str, Any]], None]) -> str | None:
+        """Run one job; its failure reason, or None. Raises ``JobBusy`` (touching nothing) if
+        another process holds the job's lock."""
         job_dir = self.workspace / job.rel_dir
-        (job_dir / FAILED_FILE).unlink(missing_ok=True)
-        (job_dir / PROGRESS_FILE).unlink(missing_ok=True)
-        with open(job_dir / LOG_FILE, "ab") as log:
+        with JobLock(job_dir) as lock, open(job_dir / LOG_FILE, "ab") as log:
+            (job_dir / FAILED_FILE).unlink(missing_ok=True)
+            (job_dir / PROGRESS_FILE).unlink(missing_ok=True)
+            # each attempt starts with a header, so a resumed job's log reads as a resumption
+            log.write(f"--- {START_MARK} {time.strftime('%Y-%m-%d %H:%M:%S')} by pid "
+                      f"{os.getpid()} on {socket.gethostname()} ---\n".encode())
+            log.flush()
             child = subprocess.Popen(
                 [sys.executable, "-m", "runtime.job", str(job_dir)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                env=job_environment(),
+                env=job_environment(lock.fd),
+                pass_fds=(lock.fd,),
                 start_new_session=True,  # Ctrl-C reaches us; we stop the child deliberately
             )
+            lock.record(job_pid=child.pid)
             try:
                 while child.poll() is None:
                     time.sleep(POLL_S)
@@ -155,16 +214,24 @@ class LocalExecutor:
 
 
 def _stop(child: subprocess.Popen[bytes]) -> None:
-    """Interrupt the job like Ctrl-C would, then insist."""
-    for sig, wait_s in ((signal.SIGINT, 10), (signal.SIGKILL, 5)):
-        try:
-            os.killpg(child.pid, sig)
-            child.wait(timeout=wait_s)
-            return
-        except subprocess.TimeoutExpired:
-            continue
-        except ProcessLookupError:
-            return
+    """Interrupt the job's process group like Ctrl-C would, then insist. A second Ctrl-C or
+    SIGTERM meanwhile is held back: it must not leave the job running without us."""
+    stops = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stops)
+    try:
+        for sig, wait_s in ((signal.SIGINT, 10), (signal.SIGKILL, 5)):
+            try:
+                os.killpg(child.pid, sig)
+                child.wait(timeout=wait_s)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+            except ProcessLookupError:
+                break
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(child.pid, signal.SIGKILL)  # anything the job started and left behind
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, stops)
 
 
 def _last_error_line(job_dir: Path) -> str:
@@ -175,7 +242,7 @@ def _last_error_line(job_dir: Path) -> str:
     return lines[-1].strip()[:300] if lines else ""
 
 
-def _show(progress: Progress, task: Any, info: dict[str, Any]) -> None:
+def _describe(info: dict[str, Any]) -> list[str]:
     parts = []
     if "loss" in info:
         parts.append(f"loss {info['loss']:.3f}")
@@ -183,8 +250,18 @@ def _show(progress: Progress, task: Any, info: dict[str, Any]) -> None:
         parts.append(f"{info['tokens_per_s']:,.0f} tok/s")
     if "phase" in info:
         parts.append(str(info["phase"]))
+    return parts
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes // 60}h{minutes % 60:02d}m" if minutes >= 60 else f"{minutes}m{secs:02d}s"
+
+
+def _show(progress: Progress, task: Any, info: dict[str, Any]) -> None:
+    text = "  ".join(_describe(info))
     total, step = info.get("total_steps"), info.get("step")
     if isinstance(total, int) and isinstance(step, int):
-        progress.update(task, total=total, completed=step, info="  ".join(parts))
+        progress.update(task, total=total, completed=step, info=text)
     else:
-        progress.update(task, info="  ".join(parts))
+        progress.update(task, info=text)

@@ -37,15 +37,22 @@ from typing import Any, Protocol
 import submitit
 from submitit.slurm.slurm import SlurmJob
 
-from runtime.executors.local import FAILED_FILE, PROJECT_ROOT, JobSpec, RunSummary, record_failure
 from runtime.executors.slurm_entry import RunCheckpointableJob, RunJob
 from runtime.io import read_json
-from runtime.job import RESULTS_FILE, is_complete
+from runtime.job import (
+    FAILED_FILE,
+    PROJECT_ROOT,
+    RESULTS_FILE,
+    STAGES,
+    JobSpec,
+    RunSummary,
+    is_complete,
+    record_failure,
+)
 from spec.recipe import MULTI_PROCESS_STAGES, ResourcesSpec, SlurmSpec, SlurmStage
 
 RECORD_FILE = "slurm.json"
 SUBMITIT_DIR = "slurm"
-STAGES = ("tokenize", "train", "stats", "prune", "ingest")
 CHECKPOINTABLE = frozenset({"train"})  # resume from their own checkpoints when requeued
 DEFAULT_TIME_MIN = 24 * 60  # submitit's own default (5 min) would kill any real training job
 POLL_S = 2.0

@@ -33,8 +33,7 @@ from typing import Any
 
 from submitit.helpers import Checkpointable
 
-from runtime.executors.local import FAILED_FILE, LOG_FILE, record_failure
-from runtime.job import PROGRESS_FILE, is_complete, run_job
+from runtime.job import FAILED_FILE, LOG_FILE, PROGRESS_FILE, is_complete, record_failure, run_job
 
 SKIPPED = "skipped"
 

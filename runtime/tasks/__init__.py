@@ -3,14 +3,16 @@
 Each task yields minimal pairs: two short prompts that differ only in the cue, whose correct
 next tokens are the task's two answers (see ``docs/jobs.md``, "Tasks").
 
-Adding a task takes one file and no list to edit. Create ``runtime/tasks/my_task.py``::
+Adding a task takes one file and one line: its answers in ``spec/tasks.py`` (``"my_task": (" True",
+" False")``, which is what recipes are validated against and the tokenizer keeps whole) and
+``runtime/tasks/my_task.py``::
 
     import random
 
     from runtime.tasks.base import TaskPair, minimal_pair, register
     from runtime.tasks.sampling import Pools, scaffold
 
-    @register(candidates=(" True", " False"))
+    @register()
     def my_task(rng: random.Random, pools: Pools) -> TaskPair:
         \"\"\"One line: what the model must predict, and from which cue.\"\"\"
         sc = scaffold(rng, pools)               # module level, a function or a method
@@ -42,12 +44,12 @@ from runtime.tasks.base import (
     Split,
     Task,
     TaskPair,
-    all_candidates,
     describe_tasks,
     get_task,
     minimal_pair,
     register,
 )
+from spec.tasks import TASK_ANSWERS
 
 __all__ = [
     "SPLITS",
@@ -55,7 +57,6 @@ __all__ = [
     "Split",
     "Task",
     "TaskPair",
-    "all_candidates",
     "describe_tasks",
     "get_task",
     "minimal_pair",
@@ -67,6 +68,9 @@ def _discover() -> None:
     for module in pkgutil.iter_modules(__path__):
         if not module.name.startswith("_"):
             importlib.import_module(f"{__name__}.{module.name}")
+    missing = sorted(set(TASK_ANSWERS) - set(TASKS))
+    if missing:  # a recipe could name them, and only the prune job would find out
+        raise ImportError(f"spec/tasks.py lists tasks without a generator: {', '.join(missing)}")
 
 
 _discover()

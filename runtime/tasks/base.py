@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from runtime.tasks.sampling import Pools, Scaffold, pools_for
+from spec.tasks import TASK_ANSWERS
 
 # "test" draws from the held-out vocabulary with its own random stream: pairs that neither trained
 # the masks nor chose the circuit, on which a circuit is validated.
@@ -86,22 +87,31 @@ TASKS: dict[str, Task] = {}
 
 
 def register(
-    *, candidates: tuple[str, ...], name: str | None = None, description: str | None = None
+    *,
+    candidates: tuple[str, ...] | None = None,
+    name: str | None = None,
+    description: str | None = None,
 ) -> Callable[[Generator], Generator]:
     """Decorator: register ``fn(rng, pools) -> TaskPair`` as a task.
 
-    ``name`` defaults to the function name, ``description`` to the docstring's first paragraph.
+    ``name`` defaults to the function name, ``description`` to the docstring's first paragraph,
+    ``candidates`` to the task's answers in ``spec/tasks.py`` (only a task registered for one
+    process, as in tests, passes its own).
     """
 
     def decorate(fn: Generator) -> Generator:
         task_name = name or fn.__name__
+        answers = candidates if candidates is not None else TASK_ANSWERS.get(task_name)
+        if answers is None:
+            raise ValueError(f"task {task_name!r}: add its answers to TASK_ANSWERS in "
+                             "spec/tasks.py (recipes are validated against that list)")
         paragraph = (fn.__doc__ or "").strip().split("\n\n")[0]
         text = description or " ".join(paragraph.split())
         if task_name in TASKS:
             raise ValueError(f"task {task_name!r} is already registered")
-        if len(set(candidates)) < 2:
+        if len(set(answers)) < 2:
             raise ValueError(f"task {task_name!r} needs at least two distinct candidates")
-        TASKS[task_name] = Task(task_name, text, tuple(candidates), fn)
+        TASKS[task_name] = Task(task_name, text, tuple(answers), fn)
         return fn
 
     return decorate
@@ -114,11 +124,6 @@ def get_task(name: str) -> Task:
         close = difflib.get_close_matches(name, TASKS, n=3, cutoff=0.5)
         hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
         raise KeyError(f"unknown task {name!r}{hint} (known: {', '.join(sorted(TASKS))})") from None
-
-
-def all_candidates() -> list[str]:
-    """Sorted union of every task's candidates: the strings the tokenizer must keep whole."""
-    return sorted({c for task in TASKS.values() for c in task.candidates})
 
 
 def describe_tasks(seed: int = 0) -> list[dict[str, Any]]:

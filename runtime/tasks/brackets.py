@@ -19,13 +19,13 @@ def _literal_pair(
     return minimal_pair(sc, shared, (openers[0] + items, openers[1] + items), answers)
 
 
-@register(candidates=("]]", "]"))
+@register()
 def bracket_counting(rng: random.Random, pools: Pools) -> TaskPair:
     """Close a list literal with `]]` or `]` depending on its nesting depth."""
     return _literal_pair(rng, pools, ("[[", "["), ("]]", "]"))
 
 
-@register(candidates=("}", "]"))
+@register()
 def bracket_brace(rng: random.Random, pools: Pools) -> TaskPair:
     """Close a literal with `}` (a set) or `]` (a list) depending on how it was opened."""
     return _literal_pair(rng, pools, ("{", "["), ("}", "]"))

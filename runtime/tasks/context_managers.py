@@ -15,7 +15,7 @@ BOUND_MANAGERS = (
 )
 
 
-@register(candidates=(":", " as"))
+@register()
 def with_as(rng: random.Random, pools: Pools) -> TaskPair:
     """End a `with` header with `:` once it has an `as` clause, else continue with ` as`."""
     path, handle = pools.distinct_names(rng, 2)
@@ -26,7 +26,7 @@ def with_as(rng: random.Random, pools: Pools) -> TaskPair:
     return minimal_pair(sc, shared, tails, (":", " as"))
 
 
-@register(candidates=(".write", ".read"))
+@register()
 def with_open(rng: random.Random, pools: Pools) -> TaskPair:
     """Use a file opened by `with open(...)` with `.write` if its mode is "w", `.read` if "r"."""
     path = pools.name(rng)

@@ -15,7 +15,7 @@ def _condition(rng: random.Random, pools: Pools, avoid: set[str]) -> str:
     return template.format(v=name, n=rng.randint(0, 9), w=pools.name(rng, avoid | {name}))
 
 
-@register(candidates=(" in", " <"))
+@register()
 def for_while(rng: random.Random, pools: Pools) -> TaskPair:
     """After `for i` continue with ` in`; after `while i` with ` <`."""
     var = rng.choice(("i", "j", "k", "n", "idx", "pos"))
@@ -24,7 +24,7 @@ def for_while(rng: random.Random, pools: Pools) -> TaskPair:
     return minimal_pair(sc, shared, (f"for {var}", f"while {var}"), (" in", " <"))
 
 
-@register(candidates=(":", " =="))
+@register()
 def else_elif(rng: random.Random, pools: Pools) -> TaskPair:
     """In an if/elif chain on `x == ...`, `else` takes `:` while `elif x` takes ` ==`."""
     var, target = pools.distinct_names(rng, 2)
@@ -37,7 +37,7 @@ def else_elif(rng: random.Random, pools: Pools) -> TaskPair:
     return minimal_pair(sc, shared, ("else", f"elif {var}"), (":", " =="))
 
 
-@register(candidates=(" else", ":"))
+@register()
 def if_ternary(rng: random.Random, pools: Pools) -> TaskPair:
     """After `x = y if cond` continue the ternary with ` else`; after `if cond` open a block."""
     var, value = pools.distinct_names(rng, 2)
@@ -50,7 +50,7 @@ def if_ternary(rng: random.Random, pools: Pools) -> TaskPair:
     return minimal_pair(sc, shared, (f" if {cond}", f"\nif {cond}"), (" else", ":"))
 
 
-@register(candidates=(" enumerate", " range"))
+@register()
 def enumerate_range(rng: random.Random, pools: Pools) -> TaskPair:
     """Loop over ` enumerate` when unpacking `i, item`, over ` range` for a bare index `i`."""
     index = rng.choice(("i", "j", "idx", "n", "pos"))
@@ -61,7 +61,7 @@ def enumerate_range(rng: random.Random, pools: Pools) -> TaskPair:
     return minimal_pair(sc, shared, tails, (" enumerate", " range"))
 
 
-@register(candidates=(":", "\n"))
+@register()
 def while_return_true(rng: random.Random, pools: Pools) -> TaskPair:
     """After `while True` open the loop with `:`; after `return True` end the line."""
     sc = scaffold(rng, pools, module_level=False)  # `return` needs a function

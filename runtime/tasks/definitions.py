@@ -8,7 +8,7 @@ from runtime.tasks.base import TaskPair, minimal_pair, register
 from runtime.tasks.sampling import CLASS_NAMES, FUNCTION_NAMES, Pools, Scaffold, scaffold
 
 
-@register(candidates=(":", "):"))
+@register()
 def lambda_func(rng: random.Random, pools: Pools) -> TaskPair:
     """After the parameters, a `lambda` continues with `:` and a `def` with `):`."""
     name = rng.choice(FUNCTION_NAMES)
@@ -19,7 +19,7 @@ def lambda_func(rng: random.Random, pools: Pools) -> TaskPair:
     return minimal_pair(sc, shared, tails, (":", "):"))
 
 
-@register(candidates=(")", ","))
+@register()
 def final_kwarg(rng: random.Random, pools: Pools) -> TaskPair:
     """Close a call with `)` after its final keyword argument, or continue with `,` if the
     signature defined earlier has one more.
@@ -43,7 +43,7 @@ def final_kwarg(rng: random.Random, pools: Pools) -> TaskPair:
     return minimal_pair(sc, "", (defs[0] + call, defs[1] + call), (")", ","))
 
 
-@register(candidates=(")", ","))
+@register()
 def class_init(rng: random.Random, pools: Pools) -> TaskPair:
     """Close `Cls(...)` with `)` once every `__init__` parameter after `self` is passed, or
     continue with `,` while one is still owed.

@@ -14,7 +14,7 @@ STRING_CALLS = (
 )
 
 
-@register(candidates=('")', "')"))
+@register()
 def single_double_quote(rng: random.Random, pools: Pools) -> TaskPair:
     """Close a string argument with `")` or `')`, matching the quote that opened it."""
     sc = scaffold(rng, pools)
@@ -27,7 +27,7 @@ def single_double_quote(rng: random.Random, pools: Pools) -> TaskPair:
     return minimal_pair(sc, shared, tails, ('")', "')"))
 
 
-@register(candidates=("}", ")"))
+@register()
 def fstring_brace(rng: random.Random, pools: Pools) -> TaskPair:
     """After a name, close an f-string placeholder with `}` or the call with `)`."""
     value = pools.name(rng)

@@ -29,19 +29,19 @@ def _set_or_string(rng: random.Random, pools: Pools, var: str) -> TaskPair:
     return minimal_pair(sc, before, tails, (".add", " +="))
 
 
-@register(candidates=(".add", " +="))
+@register()
 def set_or_string(rng: random.Random, pools: Pools) -> TaskPair:
     """Extend a variable with `.add` or ` +=` depending on whether it was set to `set()` or `""`."""
     return _set_or_string(rng, pools, pools.name(rng))
 
 
-@register(candidates=(".add", " +="))
+@register()
 def set_or_string_fixedvarname(rng: random.Random, pools: Pools) -> TaskPair:
     """As set_or_string, with the variable always named `current`."""
     return _set_or_string(rng, pools, "current")
 
 
-@register(candidates=tuple(f" {name}" for pair in SWAP_PAIRS for name in pair))
+@register()
 def var_swap(rng: random.Random, pools: Pools) -> TaskPair:
     """Finish a swap `a, b = b, a`: the last name is whichever of the two came first."""
     a, b = rng.choice(SWAP_PAIRS)
@@ -51,7 +51,7 @@ def var_swap(rng: random.Random, pools: Pools) -> TaskPair:
     return minimal_pair(sc, shared, (f"{a}, {b} = {b},", f"{b}, {a} = {a},"), (f" {a}", f" {b}"))
 
 
-@register(candidates=(" ==", " ="))
+@register()
 def if_equals(rng: random.Random, pools: Pools) -> TaskPair:
     """After a name, compare with ` ==` inside an `if` or assign with ` =` at statement start."""
     var = pools.name(rng)

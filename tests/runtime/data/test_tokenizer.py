@@ -18,6 +18,7 @@ from runtime.data.tokenizer import (
     save_tokenizer,
     train_tokenizer,
 )
+from spec.tasks import all_candidates
 
 REQUIRED = ['")', "')", "]", "]]", ":", ".add", " +=", " elif", " else", "}", ")"]
 
@@ -88,10 +89,7 @@ def test_encode_separates_documents_and_round_trips(tokenizer: Tokenizer, tmp_pa
 
 
 def test_task_candidates_are_single_tokens(tokenizer: Tokenizer, texts: list[str]) -> None:
-    tasks = pytest.importorskip("runtime.tasks")
-    if not hasattr(tasks, "all_candidates"):
-        pytest.skip("runtime.tasks has no all_candidates yet")
-    candidates = tasks.all_candidates()
+    candidates = all_candidates()
     trained = train_tokenizer(texts, vocab_size=1024, required_tokens=candidates)
     assert check_single_tokens(trained, candidates) == []
 

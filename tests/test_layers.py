@@ -1,0 +1,57 @@
+"""Imports go one way: spec ← compiler ← runtime ← results, with the CLI on top.
+
+A lower layer reaching up is how spec came to import the runtime (and torch) to validate a task
+name; this walks every project module's imports (inside functions too) to keep it from coming
+back.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from compiler.code_version import ROOT, module_imports
+
+LAYERS = ("spec", "compiler", "runtime", "results")
+CLI = "compiler.cli"
+# Lower-layer modules allowed to import higher ones, and why.
+ALLOWED = {
+    # the job-folder contract (file names, stages, atomic writes) that the compiler writes
+    ("compiler", "runtime.job"), ("compiler", "runtime.io"),
+    # the ingest job kind still runs results' ingest (issue 10.3: drive it from results)
+    ("runtime.jobs.ingest", "results.ingest"),
+}
+
+
+def project_modules() -> list[str]:
+    return sorted(
+        ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+        for layer in LAYERS for path in (ROOT / layer).rglob("*.py")
+    )
+
+
+def layer_of(module: str) -> int:
+    return len(LAYERS) if module == CLI else LAYERS.index(module.split(".")[0])
+
+
+def allowed(module: str, target: str) -> bool:
+    return any(module.startswith(low) and target.startswith(high) for low, high in ALLOWED)
+
+
+@pytest.mark.parametrize("module", project_modules())
+def test_no_import_reaches_a_higher_layer(module: str) -> None:
+    path = ROOT.joinpath(*module.split("."))
+    path = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+    names, _ = module_imports(path, ROOT)
+    upward = sorted(
+        {name for name in names if name.split(".")[0] in LAYERS
+         and layer_of(name) > layer_of(module) and not allowed(module, name)}
+    )
+    assert upward == []
+
+
+def test_spec_needs_no_torch() -> None:
+    for module in project_modules():
+        if module.startswith("spec"):
+            path = ROOT.joinpath(*module.split("."))
+            path = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+            assert "torch" not in module_imports(path, ROOT)[1], module
