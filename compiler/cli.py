@@ -207,12 +207,27 @@ def run(
     summary = _run_slurm(compiled, ws, detach) if chosen == "slurm" else _run_local(pending, ws)
     if summary is None:
         return
+    _report_not_found(compiled, ws)
     if not summary.ok:
         raise JobsFailed(
             f"{len(summary.failed)} job(s) failed, {len(summary.skipped)} skipped "
             "because their inputs failed; finished jobs are cached"
         )
     err.print(f"[green]done[/]: {len(summary.done)} ran, {cached} cached")
+
+
+def _report_not_found(compiled: Plan, ws: Path) -> None:
+    """Name every circuit of the plan that was not found (cached ones too): a missing circuit
+    leaves its run out of the frontier plot, which must not pass unnoticed."""
+    from results.frontier import circuits_not_found
+
+    prune_jobs = {job.name: job for job in compiled.stage("prune")}
+    missing = circuits_not_found(ws / job.rel_dir for job in prune_jobs.values())
+    if not missing:
+        return
+    lines = [f"{len(missing)} circuit(s) not found; their runs are left out of the frontier:"]
+    lines += [f"  {m.job} ({prune_jobs[m.job].labels[0]}): {m.reason}" for m in missing]
+    sys.stderr.write("\n".join(lines) + "\n")  # plain: long reasons must not be re-wrapped
 
 
 def _run_local(pending: list[Job], ws: Path) -> RunSummary:
@@ -312,17 +327,31 @@ def frontier(
     output: Annotated[Path, typer.Option("-o", "--output", help="PNG file.")] = Path(
         "frontier.png"
     ),
+    protocol: Annotated[
+        str | None,
+        typer.Option(help="The protocol to plot (see `select distinct protocol from frontier`) "
+                     "[default: the one with most complete runs]."),
+    ] = None,
 ) -> None:
     """Plot pretraining loss against circuit size (geometric mean of edges over tasks), with
-    the Pareto front; dense and sparse runs distinguished.
+    the Pareto front; dense and sparse runs distinguished. Every run the plot leaves out (a
+    circuit not found, another protocol, not pruned yet) is listed with the reason.
 
     Example: xcompile frontier -o frontier.png
     """
+    from results.frontier import default_protocol, describe_left_out, left_out
     from results.plots import plot_frontier
+    from results.store import StoreError
 
+    ws = _workspace(workspace)
     with _store_errors():
-        path = plot_frontier(_workspace(workspace), output)
-    err.print(f"wrote {path}")
+        chosen = protocol or default_protocol(ws)
+        left = describe_left_out(left_out(ws, chosen))
+        try:
+            path = plot_frontier(ws, output, chosen)
+        except StoreError as error:
+            raise StoreError(f"{error}\n{left}".rstrip()) from None
+    sys.stderr.write(f"wrote {path}\n" + (left + "\n" if left else ""))
 
 
 @app.command()
