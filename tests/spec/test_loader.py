@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from compiler.sweep import expand
+from compiler.sweep import expand, load_points
 from spec.errors import RecipeError
 from spec.loader import load_recipe
 
@@ -22,8 +22,7 @@ def write(tmp_path: Path, text: str, name: str = "r.yaml") -> Path:
 
 def problems(path: Path, overrides: tuple[str, ...] = ()) -> list[str]:
     with pytest.raises(RecipeError) as info:
-        recipe, doc = load_recipe(path, overrides)
-        expand(recipe, doc)
+        load_points(path, overrides)
     return [str(problem).replace(f"{path.parent}/", "") for problem in info.value.problems]
 
 
@@ -215,11 +214,12 @@ def test_sweep_bad_path_and_bad_value_point_at_the_sweep(tmp_path: Path) -> None
         """
         name: x
         sweep:
-          sparsity.targt: [1.0, 0.1]
+          sparsity.targt: [1.0, 0.1, 0.05]
     """,
     )
-    assert problems(path)[0].startswith(
-        "r.yaml:3:20: sweep.sparsity.targt: sweep path 'sparsity.targt' does not exist"
+    (reported,) = problems(path)  # once for the path, not once per value
+    assert reported.startswith(
+        "r.yaml:3:3: sweep.sparsity.targt: sweep path 'sparsity.targt' does not exist"
     )
     path = write(
         tmp_path,
@@ -238,6 +238,27 @@ def test_sweep_bad_path_and_bad_value_point_at_the_sweep(tmp_path: Path) -> None
     path = write(tmp_path, "name: x\nsweep:\n  model.d_model: [64, wide]\n")
     assert problems(path) == [
         "r.yaml:3:23: sweep.model.d_model: Input should be a valid integer (got 'wide')"
+    ]
+
+
+def test_base_and_sweep_problems_are_reported_in_one_pass(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+        name: x
+        model: {n_layr: 2}
+        train: {lr: fast}
+        sweep:
+          model.d_modle: [64, 128]
+          train.lr: [0.1, -1, 0.2]
+          sparsity.target: [1.0, 0.5]
+    """,
+    )
+    assert [line.split(": ")[:2] for line in problems(path)] == [
+        ["r.yaml:2:9", "model.n_layr"],  # in the base, and in every point: reported once
+        ["r.yaml:3:13", "train.lr"],  # the base's own value, although the sweep replaces it
+        ["r.yaml:5:3", "sweep.model.d_modle"],  # once, at the path
+        ["r.yaml:6:19", "sweep.train.lr"],  # at the bad value
     ]
 
 
