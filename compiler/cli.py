@@ -431,13 +431,21 @@ def show(
     workspace: WorkspaceOpt = None,
 ) -> None:
     """Show one job: resolved config, state, results, log tail and the command to re-run it.
+    A prefix that matches several jobs (e.g. `train-`) lists them, one per line.
 
     Example: xcompile show train-3f2a
     """
+    from results.jobs import AmbiguousJob
     from results.show import show_job
 
+    ws = _workspace(workspace)
     with _store_errors():
-        sys.stdout.write(show_job(_workspace(workspace), key).rstrip("\n") + "\n")
+        try:
+            page = show_job(ws, key)
+        except AmbiguousJob as ambiguous:
+            page = f"{len(ambiguous.matches)} jobs match {key!r}; show one by name:\n" + "\n".join(
+                f"  {path.name}" for path in ambiguous.matches)
+        sys.stdout.write(page.rstrip("\n") + "\n")
 
 
 @command()
