@@ -7,30 +7,58 @@ when stopped (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP).
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
+import click
 import typer
 from rich.console import Console
 from rich.table import Table
+from typer.core import TyperArgument, TyperCommand, TyperGroup
 
 from compiler import estimate
 from compiler.plan import Job, Plan, compile_plan
-from compiler.sweep import SweepPoint, expand
+from compiler.sweep import SweepPoint, load_points
 from compiler.workspace import materialize, reasons
 from runtime.job import STAGES
 from spec.errors import Problem, RecipeError
-from spec.loader import load_recipe
 from spec.recipe import Recipe
 
 if TYPE_CHECKING:
     from runtime.job import RunSummary
 
 DEFAULT_WORKSPACE = Path("xcompile-runs")
+
+
+class _PlainFlagHelp:
+    """Typer's rich help prints a type for every flag (`--help <bool>`); a flag takes no value."""
+
+    def get_help_option(self, ctx: click.Context) -> click.Option | None:
+        option = super().get_help_option(ctx)  # type: ignore[misc]
+        if option is not None:
+            option.metavar = ""
+        return option
+
+
+class _Group(_PlainFlagHelp, TyperGroup):
+    pass
+
+
+class _Command(_PlainFlagHelp, TyperCommand):
+    """Arguments without typer's Python types beside them (`RECIPE <list[Path]>`): the
+    metavars say what they take."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for param in self.params:
+            if isinstance(param, TyperArgument):
+                param.display_type_rich = lambda ctx: None  # type: ignore[method-assign]
+
 
 app = typer.Typer(
     name="xcompile",
@@ -40,9 +68,11 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
     add_completion=False,
+    cls=_Group,
 )
 out = Console()
 err = Console(stderr=True)
+command = functools.partial(app.command, cls=_Command)
 
 
 class BadInput(Exception):
@@ -83,20 +113,28 @@ def _stop_on_signals() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-RecipeArg = Annotated[Path, typer.Argument(help="The recipe YAML file.", show_default=False)]
+RecipeArg = Annotated[
+    Path, typer.Argument(help="The recipe YAML file.", metavar="RECIPE", show_default=False)
+]
 SetOpt = Annotated[
     list[str] | None,
-    typer.Option("--set", help="Override a field, e.g. --set train.lr=0.02 (repeatable)."),
+    typer.Option("--set", metavar="PATH=VALUE",
+                 help="Override a field, e.g. --set train.lr=0.02 (repeatable)."),
 ]
 WorkspaceOpt = Annotated[
     Path | None,
-    typer.Option("--workspace", "-w", help="Workspace folder [default: ./xcompile-runs]."),
+    # \\[ : rich markup would take [default: …] for a style tag and drop it
+    typer.Option("--workspace", "-w", metavar="DIR",
+                 help="Workspace folder \\[default: ./xcompile-runs]."),
+]
+
+OutputOpt = Annotated[
+    Path | None, typer.Option("-o", "--output", help="Write to a file.", metavar="FILE")
 ]
 
 
 def _load(recipe_path: Path, overrides: list[str] | None) -> tuple[Recipe, list[SweepPoint]]:
-    recipe, doc = load_recipe(recipe_path, overrides or [])
-    return recipe, expand(recipe, doc)
+    return load_points(recipe_path, overrides or [])
 
 
 def _workspace(option: Path | None) -> Path:
@@ -108,9 +146,11 @@ def _compile(recipe_path: Path, overrides: list[str] | None, workspace: Path) ->
     return compile_plan(recipe, points, workspace)
 
 
-@app.command()
+@command()
 def validate(
-    recipes: Annotated[list[Path], typer.Argument(help="Recipe files.", show_default=False)],
+    recipes: Annotated[
+        list[Path], typer.Argument(help="Recipe files.", metavar="RECIPE", show_default=False)
+    ],
     set_: SetOpt = None,
 ) -> None:
     """Check recipes (syntax, types, ranges, sweeps, task names) without running anything.
@@ -129,13 +169,15 @@ def validate(
         raise RecipeError(problems)
 
 
-@app.command()
+@command()
 def plan(
     recipe: RecipeArg,
     set_: SetOpt = None,
     workspace: WorkspaceOpt = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
-    limit: Annotated[int, typer.Option(help="Jobs to list individually.")] = 20,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the plan as JSON.", metavar="")
+    ] = False,
+    limit: Annotated[int, typer.Option(help="Jobs to list individually.", metavar="N")] = 20,
 ) -> None:
     """Show what `run` would do: jobs per stage, cache hits, and why each job (re-)runs.
 
@@ -205,16 +247,19 @@ def _si(value: float, billion: str = "G") -> str:
     return f"{value:.3g}"
 
 
-@app.command()
+@command()
 def run(
     recipe: RecipeArg,
     set_: SetOpt = None,
     workspace: WorkspaceOpt = None,
     backend: Annotated[
-        str | None, typer.Option(help="local or slurm [default: the recipe's resources.backend].")
+        str | None,
+        typer.Option(metavar="BACKEND",
+                     help="local or slurm \\[default: the recipe's resources.backend]."),
     ] = None,
     detach: Annotated[
-        bool, typer.Option(help="slurm: return once the plan is queued; `status` follows it.")
+        bool, typer.Option(help="slurm: return once the plan is queued; `status` follows it.",
+                           metavar="")
     ] = False,
 ) -> None:
     """Run a recipe: tokenize, train, prune and ingest, skipping everything already done.
@@ -247,12 +292,27 @@ def run(
             f"{len(summary.waiting)} wait for them: run again once they finish",
             highlight=False,
         )
+    _report_not_found(compiled, ws)
     if not summary.ok:
         raise JobsFailed(
             f"{len(summary.failed)} job(s) failed, {len(summary.skipped)} skipped "
             "because their inputs failed; finished jobs are cached"
         )
     err.print(f"[green]done[/]: {len(summary.done)} ran, {cached} cached")
+
+
+def _report_not_found(compiled: Plan, ws: Path) -> None:
+    """Name every circuit of the plan that was not found (cached ones too): a missing circuit
+    leaves its run out of the frontier plot, which must not pass unnoticed."""
+    from results.frontier import circuits_not_found
+
+    prune_jobs = {job.name: job for job in compiled.stage("prune")}
+    missing = circuits_not_found(ws / job.rel_dir for job in prune_jobs.values())
+    if not missing:
+        return
+    lines = [f"{len(missing)} circuit(s) not found; their runs are left out of the frontier:"]
+    lines += [f"  {m.job} ({prune_jobs[m.job].labels[0]}): {m.reason}" for m in missing]
+    sys.stderr.write("\n".join(lines) + "\n")  # plain: long reasons must not be re-wrapped
 
 
 def _run_local(pending: list[Job], ws: Path) -> RunSummary:
@@ -292,7 +352,7 @@ def _run_slurm(compiled: Plan, ws: Path, detach: bool) -> RunSummary | None:
         return None
 
 
-@app.command()
+@command()
 def cancel(recipe: RecipeArg, set_: SetOpt = None, workspace: WorkspaceOpt = None) -> None:
     """Cancel a recipe's queued and running SLURM jobs; finished jobs stay cached.
 
@@ -319,14 +379,17 @@ def _store_errors() -> Iterator[None]:
         raise BadInput(str(error)) from None
 
 
-@app.command()
+@command()
 def query(
-    sql: Annotated[str, typer.Argument(help="SQL over the store (read-only).", show_default=False)],
+    sql: Annotated[
+        str,
+        typer.Argument(help="SQL over the store (read-only).", metavar="SQL", show_default=False),
+    ],
     workspace: WorkspaceOpt = None,
     fmt: Annotated[
-        str, typer.Option("--format", "-f", help="table, csv, json or parquet.")
+        str, typer.Option("--format", "-f", help="table, csv, json or parquet.", metavar="FORMAT")
     ] = "table",
-    output: Annotated[Path | None, typer.Option("-o", "--output", help="Write to a file.")] = None,
+    output: OutputOpt = None,
 ) -> None:
     """Query the results store with SQL. Tables: runs, train_metrics, circuits, circuit_nodes,
     jobs; view: frontier. The store is opened read-only: statements that would change it fail.
@@ -347,31 +410,46 @@ def query(
         sys.stdout.write(str(result).rstrip("\n") + "\n")
 
 
-@app.command()
+@command()
 def frontier(
     workspace: WorkspaceOpt = None,
-    output: Annotated[Path, typer.Option("-o", "--output", help="PNG file.")] = Path(
-        "frontier.png"
-    ),
+    output: Annotated[
+        Path, typer.Option("-o", "--output", help="PNG file.", metavar="FILE")
+    ] = Path("frontier.png"),
+    protocol: Annotated[
+        str | None,
+        typer.Option(metavar="PROTOCOL",
+                     help="The protocol to plot (see `select distinct protocol from frontier`) "
+                     "\\[default: the one with most complete runs]."),
+    ] = None,
 ) -> None:
     """Plot pretraining loss against circuit size (geometric mean of edges over tasks), with
-    the Pareto front; dense and sparse runs distinguished.
+    the Pareto front; dense and sparse runs distinguished. Every run the plot leaves out (a
+    circuit not found, another protocol, not pruned yet) is listed with the reason.
 
     Example: xcompile frontier -o frontier.png
     """
+    from results.frontier import default_protocol, describe_left_out, left_out
     from results.plots import plot_frontier
+    from results.store import StoreError
 
+    ws = _workspace(workspace)
     with _store_errors():
-        path = plot_frontier(_workspace(workspace), output)
-    err.print(f"wrote {path}")
+        chosen = protocol or default_protocol(ws)
+        left = describe_left_out(left_out(ws, chosen))
+        try:
+            path = plot_frontier(ws, output, chosen)
+        except StoreError as error:
+            raise StoreError(f"{error}\n{left}".rstrip()) from None
+    sys.stderr.write(f"wrote {path}\n" + (left + "\n" if left else ""))
 
 
-@app.command()
+@command()
 def report(
     workspace: WorkspaceOpt = None,
-    output: Annotated[Path, typer.Option("-o", "--output", help="HTML file.")] = Path(
-        "report.html"
-    ),
+    output: Annotated[
+        Path, typer.Option("-o", "--output", help="HTML file.", metavar="FILE")
+    ] = Path("report.html"),
 ) -> None:
     """Write one self-contained HTML page: the frontier, runs, training curves and a diagram
     of every circuit.
@@ -385,24 +463,33 @@ def report(
     err.print(f"wrote {path}")
 
 
-@app.command()
+@command()
 def show(
     key: Annotated[
-        str, typer.Argument(help="A job key or folder-name prefix.", show_default=False)
+        str, typer.Argument(help="A job key or folder-name prefix.", metavar="KEY",
+                            show_default=False)
     ],
     workspace: WorkspaceOpt = None,
 ) -> None:
     """Show one job: resolved config, state, results, log tail and the command to re-run it.
+    A prefix that matches several jobs (e.g. `train-`) lists them, one per line.
 
     Example: xcompile show train-3f2a
     """
+    from results.jobs import AmbiguousJob
     from results.show import show_job
 
+    ws = _workspace(workspace)
     with _store_errors():
-        sys.stdout.write(show_job(_workspace(workspace), key).rstrip("\n") + "\n")
+        try:
+            page = show_job(ws, key)
+        except AmbiguousJob as ambiguous:
+            page = f"{len(ambiguous.matches)} jobs match {key!r}; show one by name:\n" + "\n".join(
+                f"  {path.name}" for path in ambiguous.matches)
+        sys.stdout.write(page.rstrip("\n") + "\n")
 
 
-@app.command()
+@command()
 def ingest(workspace: WorkspaceOpt = None) -> None:
     """Load finished job folders into the store (idempotent; `run` does this at its end).
 
@@ -414,9 +501,9 @@ def ingest(workspace: WorkspaceOpt = None) -> None:
         err.print(str(ingest_workspace(_workspace(workspace))))
 
 
-@app.command()
+@command()
 def tasks(
-    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.", metavar="")] = False,
 ) -> None:
     """List the task suite: each task's answers and one example minimal pair.
 
@@ -443,10 +530,12 @@ def tasks(
     out.print(table)
 
 
-@app.command()
+@command()
 def status(
     recipe: Annotated[
-        Path | None, typer.Argument(help="A recipe: states of its plan's jobs.", show_default=False)
+        Path | None,
+        typer.Argument(help="A recipe: states of its plan's jobs.", metavar="RECIPE",
+                       show_default=False),
     ] = None,
     set_: SetOpt = None,
     workspace: WorkspaceOpt = None,
@@ -517,9 +606,9 @@ def _backend_states(compiled: Plan, ws: Path) -> dict[str, str]:
     }
 
 
-@app.command()
+@command()
 def schema(
-    output: Annotated[Path | None, typer.Option("-o", "--output", help="Write to a file.")] = None,
+    output: OutputOpt = None,
 ) -> None:
     """Print the JSON Schema of recipes, for editor completion and validation.
 

@@ -6,7 +6,9 @@ sweep:
   zip:                                  # paths in one group vary together
     - {model.d_model: [64, 128], train.lr: [0.02, 0.01]}
 ```
-Each point is validated as a full recipe; a problem points at the sweep value that caused it.
+Each point is validated as a full recipe; a problem points at the sweep value that caused it
+(or, for a path that does not exist, at the path, once). ``load_points`` validates the recipe
+and all its points in one pass, so a mistake in the base never hides one in the sweep.
 """
 
 from __future__ import annotations
@@ -14,12 +16,13 @@ from __future__ import annotations
 import functools
 import itertools
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
 from spec.errors import Mark, Problem, RecipeError, format_path
-from spec.loader import Document, problems_from
+from spec.loader import Document, load_document, problems_from, validate
 from spec.recipe import Recipe
 
 FIXED_FIELDS = ("name", "extends", "sweep", "description")
@@ -41,16 +44,52 @@ class _Axis:
     paths: tuple[str, ...]
     rows: list[tuple[Any, ...]]  # one tuple of values (one per path) per position on the axis
     marks: list[dict[str, Mark]]  # per position: the mark of each value
+    key_marks: dict[str, Mark]  # the mark of each path itself (where a bad path is reported)
+
+
+def load_points(
+    path: str | Path, overrides: list[str] | tuple[str, ...] = ()
+) -> tuple[Recipe, list[SweepPoint]]:
+    """Load, validate and expand a recipe, reporting every problem of the recipe and of its
+    sweep points together in one ``RecipeError``."""
+    doc = load_document(path, overrides)
+    problems: list[Problem] = []
+    recipe: Recipe | None = None
+    try:
+        recipe = validate(doc)
+    except RecipeError as error:
+        problems = error.problems
+    sweep = doc.data.get("sweep")
+    points: list[SweepPoint] = []
+    if isinstance(sweep, dict) and sweep:  # a sweep that is no mapping is the base's problem
+        try:
+            points = _points(sweep, doc)
+        except RecipeError as error:
+            # A base problem outside the swept paths recurs in every point: report it once.
+            seen = {str(problem) for problem in problems}
+            problems += [problem for problem in error.problems if str(problem) not in seen]
+    if problems or recipe is None:
+        raise RecipeError(sorted(problems, key=_position))
+    return recipe, points or [SweepPoint({}, recipe)]
+
+
+def _position(problem: Problem) -> tuple[str, int, int]:
+    return problem.mark.source, problem.mark.line, problem.mark.column
 
 
 def expand(recipe: Recipe, doc: Document) -> list[SweepPoint]:
     """All sweep points of a validated recipe (one point, the recipe itself, without a sweep)."""
     if not recipe.sweep:
         return [SweepPoint({}, recipe)]
-    axes = _axes(recipe.sweep, doc)
+    return _points(recipe.sweep, doc)
+
+
+def _points(sweep: dict[str, Any], doc: Document) -> list[SweepPoint]:
+    axes = _axes(sweep, doc)
     base = {key: value for key, value in doc.data.items() if key != "sweep"}
     points: list[SweepPoint] = []
     problems: dict[str, Problem] = {}
+    key_marks = {path: mark for axis in axes for path, mark in axis.key_marks.items()}
     for combo in itertools.product(*(range(len(axis.rows)) for axis in axes)):
         values: dict[str, Any] = {}
         marks: dict[str, Mark] = {}
@@ -63,7 +102,8 @@ def expand(recipe: Recipe, doc: Document) -> list[SweepPoint]:
         except ValidationError as error:
             overlay = Document(data, {**doc.marks, **_path_marks(marks)}, doc.key_marks)
             for problem in problems_from(error, overlay, data):
-                problems.setdefault(str(problem), _name_sweep_path(problem, marks))
+                named = _name_sweep_path(problem, marks, key_marks)
+                problems.setdefault(str(named), named)
             if len(problems) >= MAX_PROBLEMS:
                 break
     if problems:
@@ -137,6 +177,8 @@ def _axes(sweep: dict[str, Any], doc: Document) -> list[_Axis]:
                 paths,
                 [tuple(group[path][i] for path in paths) for i in range(size)],
                 [{path: doc.mark_of((*prefix, path, i)) for path in paths} for i in range(size)],
+                {path: doc.key_marks.get((*prefix, path), doc.mark_of((*prefix, path)))
+                 for path in paths},
             )
         )
     if problems:
@@ -162,16 +204,18 @@ def _path_marks(marks: dict[str, Mark]) -> dict[tuple[str | int, ...], Mark]:
     return {tuple(path.split(".")): mark for path, mark in marks.items()}
 
 
-def _name_sweep_path(problem: Problem, marks: dict[str, Mark]) -> Problem:
-    """Say which sweep path a problem came from; an unknown key there means a bad path."""
+def _name_sweep_path(
+    problem: Problem, marks: dict[str, Mark], key_marks: dict[str, Mark]
+) -> Problem:
+    """Say which sweep path a problem came from. A bad value is reported at the value; a path
+    that does not exist at the path (so once, however many values it lists)."""
     for path, mark in marks.items():
+        # (an unknown key below the path is a bad value, a mapping with a misspelt key)
+        bad_path = problem.message.startswith("unknown key") and (
+            problem.field == path or path.startswith(problem.field + "."))
+        if bad_path:
+            return Problem(key_marks[path], f"sweep.{path}",
+                           f"sweep path {path!r} does not exist: {problem.message}")
         if problem.field == path or problem.field.startswith(path + "."):
-            message = problem.message
-            if message.startswith("unknown key"):
-                message = f"sweep path {path!r} does not exist: {message}"
-            return Problem(mark, f"sweep.{path}", message)
-        if path.startswith(problem.field + ".") and problem.message.startswith("unknown key"):
-            return Problem(
-                mark, f"sweep.{path}", f"sweep path {path!r} does not exist: {problem.message}"
-            )
+            return Problem(mark, f"sweep.{path}", problem.message)
     return problem

@@ -166,6 +166,14 @@ def find_job(workspace: Path, prefix: str) -> Path:
     if not matches:
         raise StoreError(f"no job matches {prefix!r} in {Path(workspace) / JOBS_DIR}")
     if len(matches) > 1:
-        names = ", ".join(p.name for p in matches[:5]) + (" …" if len(matches) > 5 else "")
-        raise StoreError(f"{prefix!r} is ambiguous: {len(matches)} jobs match ({names})")
+        raise AmbiguousJob(prefix, matches)
     return matches[0]
+
+
+class AmbiguousJob(StoreError):
+    """More than one job folder matches a prefix; ``matches`` are their paths, sorted."""
+
+    def __init__(self, prefix: str, matches: list[Path]) -> None:
+        self.matches = sorted(matches)
+        names = ", ".join(p.name for p in self.matches[:5]) + (" …" if len(matches) > 5 else "")
+        super().__init__(f"{prefix!r} is ambiguous: {len(matches)} jobs match ({names})")

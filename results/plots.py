@@ -20,26 +20,29 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
+from results.frontier import default_protocol
 from results.query import fetch
 from results.store import StoreError
 
 LABEL_ALL_UP_TO = 30  # with more points, label only the Pareto ones
 CURVE_POINTS = 500  # per run: a million metric rows need not become a million line vertices
 CMAP = "viridis"
+FRONT_COLOUR = "crimson"
 
 
 def frontier_rows(workspace: Path, protocol: str | None = None) -> tuple[str, list[dict[str, Any]]]:
-    """Rows of one protocol of the frontier view: the one given, else the one with most runs."""
+    """The plotted rows of one protocol: the one given, else the one with most complete runs.
+
+    Only runs with a circuit for every task of the protocol have a point; the others are named
+    by ``results.frontier.left_out``.
+    """
     if protocol is None:
-        counts = fetch(workspace, "SELECT protocol, count(*) AS n FROM frontier "
-                                  "GROUP BY protocol ORDER BY n DESC, protocol LIMIT 1")
-        if counts.num_rows == 0:
-            raise StoreError("the frontier is empty: no run has a found circuit yet")
-        protocol = counts["protocol"][0].as_py()
+        protocol = default_protocol(workspace)
     rows = fetch(workspace, "SELECT * FROM frontier WHERE protocol = ? "
+                            "AND geomean_edges IS NOT NULL "
                             "ORDER BY geomean_edges, heldout_loss", [protocol]).to_pylist()
     if not rows:
-        raise StoreError(f"no frontier rows for protocol {protocol!r}")
+        raise StoreError(f"no run of protocol {protocol!r} has a circuit for every task")
     return protocol, rows
 
 
@@ -63,10 +66,11 @@ def frontier_figure(protocol: str, rows: list[dict[str, Any]]) -> Figure:
             scatter = ax.scatter([edges[i] for i in idx], [loss[i] for i in idx],
                                  c=[targets[i] for i in idx], cmap=CMAP, norm=norm, s=64,
                                  marker=marker, edgecolors="black", linewidths=0.7, zorder=3)
+    # Line and ring markers: a front of one point (one run, or one that dominates all) is still
+    # drawn, as the legend promises.
     front = sorted((edges[i], loss[i]) for i, r in enumerate(rows) if r["pareto"])
-    if front:
-        ax.plot(*zip(*front, strict=True), drawstyle="steps-post", color="crimson", lw=1.5,
-                zorder=2)
+    ax.plot(*zip(*front, strict=True), drawstyle="steps-post", color=FRONT_COLOUR, lw=1.5,
+            marker="o", ms=13, mfc="none", mew=1.5, zorder=2)
     label_all = len(rows) <= LABEL_ALL_UP_TO
     for i, r in enumerate(rows):
         if label_all or r["pareto"]:
@@ -87,10 +91,13 @@ def frontier_figure(protocol: str, rows: list[dict[str, Any]]) -> Figure:
     handles = [
         Line2D([], [], marker="s", ls="", mfc="white", mec="black", label="dense (target 1.0)"),
         Line2D([], [], marker="o", ls="", mfc="white", mec="black", label="weight-sparse"),
-        Line2D([], [], color="crimson", label="Pareto front"),
+        Line2D([], [], color=FRONT_COLOUR, marker="o", ms=9, mfc="none", label="Pareto front"),
     ]
     ax.legend(handles=handles, loc="best", fontsize=8)  # away from the points and the front
-    colorbar = fig.colorbar(scatter, ax=ax, pad=0.02, label="sparsity target (kept fraction)")
+    # Narrow and not full height: the bar is a key, not a second panel.
+    colorbar = fig.colorbar(scatter, ax=ax, pad=0.01, fraction=0.04, aspect=30, shrink=0.8,
+                            label="kept fraction (log)" if isinstance(norm, LogNorm)
+                            else "kept fraction")
     colorbar.ax.yaxis.set_minor_formatter(NullFormatter())
     ticks = sorted(set(targets))[:12]
     colorbar.set_ticks(ticks, labels=[f"{t:g}" for t in ticks])

@@ -6,6 +6,7 @@ Images are inlined (base64 PNG, inline SVG); the page loads nothing from anywher
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ import jinja2
 from markupsafe import Markup
 
 from results.diagram import circuit_svg
+from results.frontier import default_protocol, left_out
 from results.plots import (
     curve_rows,
     figure_png,
@@ -59,11 +61,12 @@ def _environment() -> jinja2.Environment:
 
 
 def report_context(workspace: Path) -> dict[str, Any]:
-    try:
-        protocol, points = frontier_rows(workspace)
-        frontier_png: str | None = _png_uri(figure_png(frontier_figure(protocol, points)))
-    except StoreError:
-        protocol, frontier_png = "", None
+    protocol, frontier_png = "", None
+    with contextlib.suppress(StoreError):  # no circuits yet, or no run with every task's circuit
+        protocol = default_protocol(workspace)
+        _, points = frontier_rows(workspace, protocol)
+        frontier_png = _png_uri(figure_png(frontier_figure(protocol, points)))
+    left = left_out(workspace, protocol)
     curves = curve_rows(workspace, None, max_runs=10)
     circuits = fetch(workspace, CIRCUITS_SQL, [MAX_CIRCUITS]).to_pylist()
     for circuit in circuits:
@@ -82,6 +85,7 @@ def report_context(workspace: Path) -> dict[str, Any]:
                                       "count(*) FILTER (pareto) AS pareto FROM frontier "
                                       "GROUP BY protocol ORDER BY runs DESC").to_pylist(),
         "frontier_png": frontier_png,
+        "left_out": left,
         "curves_png": _png_uri(figure_png(training_curves_figure(curves))) if curves else None,
         "runs": fetch(workspace, RUNS_SQL, [protocol]).to_pylist(),
         "circuits": circuits,

@@ -115,45 +115,46 @@ TABLES: dict[str, str] = {
     """,
 }
 
-# One frontier row per (run, protocol). A protocol is what makes circuit sizes comparable:
-# the loss threshold, the ablation and the set of tasks with a found circuit. When several prune
-# jobs found a circuit for the same run, protocol and task (a k_coef sweep), the smallest counts:
-# the circuit is by definition the smallest one reaching the threshold.
-# Pareto: no other run of the protocol has loss <= and edges <= with one strictly lower. With rows
-# ordered by loss, that is "no row with strictly lower loss has edges <= mine" (m_lt) and "no row
-# with loss <= mine has strictly fewer edges" (m_le), two window minima: O(n log n), not O(n²).
+# One frontier row per (run, protocol). A protocol is what makes circuit sizes comparable: the
+# loss threshold, the ablation and the set of tasks the run was pruned on (found or not), so a
+# run whose circuit was not found for a task stays beside its peers with that task missing,
+# instead of moving silently into a smaller task set of its own. When several prune jobs found a
+# circuit for the same run, protocol and task (a k_coef sweep), the smallest counts: the circuit
+# is by definition the smallest one reaching the threshold. A run with a missing task has no
+# geometric mean (it is undefined over the protocol's tasks) and is never Pareto.
+# Pareto, among complete rows: no other run of the protocol has loss <= and edges <= with one
+# strictly lower. With rows ordered by loss, that is "no row with strictly lower loss has edges <=
+# mine" (m_lt) and "no row with loss <= mine has strictly fewer edges" (m_le), two window minima
+# (min ignores the NULLs of incomplete rows): O(n log n), not O(n²).
 FRONTIER_VIEW = """
 CREATE OR REPLACE VIEW frontier AS
-WITH best AS (
-    SELECT run_key, loss_threshold, ablation, task, min(n_edges) AS n_edges
+WITH per_task AS (
+    SELECT run_key, loss_threshold, ablation, task,
+           min(n_edges) FILTER (found AND n_edges IS NOT NULL) AS n_edges
     FROM circuits
-    WHERE found AND n_edges IS NOT NULL
     GROUP BY ALL
 ), per_run AS (
     SELECT run_key, loss_threshold, ablation,
            list_sort(list(task)) AS tasks,
            count(*) AS n_tasks,
-           sum(n_edges) AS total_edges,
+           list_sort(list(task) FILTER (n_edges IS NULL)) AS missing_tasks,
+           count(*) FILTER (n_edges IS NULL) AS n_not_found,
+           CASE WHEN count(*) = count(n_edges) THEN sum(n_edges) END AS total_edges,
            -- ln(0) is -inf and exp(-inf) is 0: a zero-edge circuit makes the mean 0, as it should
-           exp(avg(ln(n_edges::DOUBLE))) AS geomean_edges
-    FROM best
-    GROUP BY ALL
-), attempted AS (
-    SELECT run_key, loss_threshold, ablation, count(DISTINCT task) AS n_attempted
-    FROM circuits
+           CASE WHEN count(*) = count(n_edges) THEN exp(avg(ln(n_edges::DOUBLE))) END
+               AS geomean_edges
+    FROM per_task
     GROUP BY ALL
 ), points AS (
     SELECT r.key AS run_key, r.recipe, r.sweep_point, r.sparsity_target,
            r.sparsity_target >= 1.0 AS dense,
            r.n_params, r.n_nonzero, r.n_layer, r.d_model,
            r.heldout_loss, p.geomean_edges, p.total_edges,
-           p.loss_threshold, p.ablation, p.tasks, p.n_tasks,
-           a.n_attempted - p.n_tasks AS n_not_found,
+           p.loss_threshold, p.ablation, p.tasks, p.n_tasks, p.n_not_found, p.missing_tasks,
            p.ablation || '@' || p.loss_threshold || ':' || array_to_string(p.tasks, ',')
                AS protocol
     FROM per_run p
     JOIN runs r ON r.key = p.run_key
-    JOIN attempted a USING (run_key, loss_threshold, ablation)
     WHERE r.heldout_loss IS NOT NULL
 ), ranked AS (
     SELECT *,
@@ -164,7 +165,8 @@ WITH best AS (
     FROM points
 )
 SELECT * EXCLUDE (m_lt, m_le),
-       NOT (coalesce(m_lt <= geomean_edges, false) OR m_le < geomean_edges) AS pareto
+       geomean_edges IS NOT NULL
+           AND NOT (coalesce(m_lt <= geomean_edges, false) OR m_le < geomean_edges) AS pareto
 FROM ranked
 """
 

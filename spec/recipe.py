@@ -36,6 +36,26 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, frozen=True)
 
 
+Loc = tuple[str | int, ...]
+
+
+def field_errors(model: BaseModel, errors: list[tuple[Loc, str]]) -> ValidationError:
+    """Errors of a cross-field check, each at the field it names, so the loader reports it at
+    that field's line instead of the first key of the section."""
+    return ValidationError.from_exception_data(type(model).__name__, [
+        InitErrorDetails(type=PydanticCustomError("value_error", "{message}", {"message": text}),
+                         loc=loc, input=None)
+        for loc, text in errors
+    ])
+
+
+def field_error(model: BaseModel, message: str, *locs: Loc) -> ValidationError:
+    """One cross-field error at the first of ``locs`` the recipe set (the value the user chose,
+    hence the one to change), else at the first."""
+    loc = next((loc for loc in locs if loc[0] in model.model_fields_set), locs[0])
+    return field_errors(model, [(loc, message)])
+
+
 class DataSpec(StrictModel):
     """The pretraining corpus and its tokenizer."""
 
@@ -79,8 +99,9 @@ class ModelSpec(StrictModel):
     @model_validator(mode="after")
     def _heads_divide_width(self) -> ModelSpec:
         if self.d_model % self.d_head:
-            raise ValueError(
-                f"d_model ({self.d_model}) must be a multiple of d_head ({self.d_head})"
+            raise field_error(
+                self, f"d_model ({self.d_model}) must be a multiple of d_head ({self.d_head})",
+                ("d_model",), ("d_head",),
             )
         return self
 
@@ -139,19 +160,23 @@ class AnnealSpec(StrictModel):
     def _consistent(self) -> AnnealSpec:
         if self.curve == "points":
             if not self.points:
-                raise ValueError("curve 'points' needs a non-empty points list")
-            for point in self.points:
+                raise field_error(self, "curve 'points' needs a non-empty points list",
+                                  ("points",), ("curve",))
+            for index, point in enumerate(self.points):
                 if len(point) != 2 or not (0 <= point[0] <= 1 and 0 < point[1] <= 1):
-                    raise ValueError(
-                        f"each point is [progress in 0..1, kept fraction in (0, 1]], got {point}"
-                    )
-            progress = [point[0] for point in self.points]
-            if progress != sorted(progress) or len(set(progress)) != len(progress):
-                raise ValueError("points must have strictly increasing progress")
+                    raise field_error(
+                        self, f"each point is [progress in 0..1, kept fraction in (0, 1]], got "
+                        f"{point}", ("points", index))
+            for index in range(1, len(self.points)):
+                if self.points[index][0] <= self.points[index - 1][0]:
+                    raise field_error(self, "points must have strictly increasing progress",
+                                      ("points", index))
         elif self.points is not None:
-            raise ValueError(f"points given but curve is {self.curve!r}; use curve: points")
+            raise field_error(self, f"points given but curve is {self.curve!r}; use curve: "
+                              "points", ("curve",), ("points",))
         elif self.start >= self.end:
-            raise ValueError(f"anneal start ({self.start}) must be before end ({self.end})")
+            raise field_error(self, f"anneal start ({self.start}) must be before end "
+                              f"({self.end})", ("start",), ("end",))
         return self
 
 
@@ -236,12 +261,16 @@ class PruneSpec(StrictModel):
         "(after warmup); 0 runs every step.")
     search: SearchSpec = SearchSpec()
 
-    @field_validator("tasks")
-    @classmethod
-    def _unique(cls, tasks: list[str]) -> list[str]:
-        if len(set(tasks)) != len(tasks):
-            raise ValueError("tasks are listed more than once")
-        return tasks
+    @model_validator(mode="after")
+    def _unique(self) -> PruneSpec:
+        # At each repeat, not at the list: the line to delete.
+        errors: list[tuple[Loc, str]] = [
+            (("tasks", index), f"task {task!r} is listed more than once")
+            for index, task in enumerate(self.tasks) if task in self.tasks[:index]
+        ]
+        if errors:
+            raise field_errors(self, errors)
+        return self
 
 
 class SlurmStage(StrictModel):
@@ -275,19 +304,16 @@ class SlurmSpec(SlurmStage):
     @model_validator(mode="after")
     def _one_process_outside_training(self) -> SlurmSpec:
         # A stats or prune job run as several tasks would be several copies of it racing on its
-        # folder. Raised as a ValidationError so the problem is reported at the field itself.
-        errors = [
-            InitErrorDetails(
-                type=PydanticCustomError(
-                    "value_error", "only the train stage runs several processes; {kind} jobs run "
-                    "one (use 1 or leave it unset)", {"kind": kind}),
-                loc=("stages", kind, name), input=value)
+        # folder.
+        errors: list[tuple[Loc, str]] = [
+            (("stages", kind, name), f"only the train stage runs several processes; {kind} jobs "
+             "run one (use 1 or leave it unset)")
             for kind, stage in self.stages.items() if kind not in MULTI_PROCESS_STAGES
             for name in ("nodes", "tasks_per_node")
             if (value := getattr(stage, name)) is not None and value > 1
         ]
         if errors:
-            raise ValidationError.from_exception_data(type(self).__name__, errors)
+            raise field_errors(self, errors)
         return self
 
 

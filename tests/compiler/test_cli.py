@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from compiler.cli import app
 from results import synthetic
 
 Xcompile = Callable[..., subprocess.CompletedProcess[str]]  # the `xcompile` fixture
@@ -59,6 +62,21 @@ def test_every_verb_has_help_with_an_example(xcompile: Xcompile) -> None:
     for verb in ("validate", "plan", "run", "schema"):
         result = xcompile(verb, "--help")
         assert result.returncode == 0 and "Example: xcompile" in result.stdout, verb
+
+
+VERBS = sorted(command.name or command.callback.__name__ for command in app.registered_commands)
+
+
+@pytest.mark.parametrize("verb", VERBS)
+def test_help_shows_defaults_and_plain_metavars(verb: str) -> None:
+    result = CliRunner().invoke(app, [verb, "--help"], env={"COLUMNS": "200"})
+    text = result.stdout
+    assert result.exit_code == 0 and "Example: xcompile" in text
+    assert not re.search(r"<(bool|str|int|path|list\[\w+\])>", text, re.I), text  # typer's types
+    if "--workspace" in text:
+        assert "DIR" in text and "[default: ./xcompile-runs]" in text
+    if "--set" in text:
+        assert "PATH=VALUE" in text
 
 
 def test_schema_is_json_schema(xcompile: Xcompile) -> None:

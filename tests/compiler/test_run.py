@@ -52,6 +52,31 @@ def test_run_trains_prunes_ingests_then_is_all_cached(tmp_path: Path, xcompile: 
     assert again.returncode == 0 and "7 cached, 1 to run" in again.stderr  # only ingest runs
     plan = json.loads(xcompile("plan", str(recipe), "-w", str(ws), "--json").stdout)
     assert all(job["cached"] for job in plan["jobs"] if job["kind"] != "ingest")
+    _check_circuits_not_found(recipe, ws, xcompile)
+
+
+def _check_circuits_not_found(recipe: Path, ws: Path, xcompile: Xcompile) -> None:
+    """Re-prune the same models at a task loss no model reaches (1e-6), so each run's circuit
+    is honestly not found: `run` says so, the runs stay in their protocol with the task
+    missing, and `frontier` names them. (A continuation: the models are trained once.)"""
+    result = xcompile("run", str(recipe), "-w", str(ws), "--set", "prune.loss_threshold=1.0e-6")
+    assert result.returncode == 0, result.stderr
+    assert "2 circuit(s) not found; their runs are left out of the frontier:" in result.stderr
+    assert "misses the" in result.stderr  # the runtime's reason, as written in results.json
+    store = duckdb.connect(str(ws / "store.duckdb"), read_only=True)
+    protocol = "mean@1e-06:while_return_true"
+    rows = store.execute("select run_key, missing_tasks, geomean_edges, pareto from frontier "
+                         "where protocol = ?", [protocol]).fetchall()
+    store.close()
+    assert len(rows) == 2 and all(row[1:] == (["while_return_true"], None, False) for row in rows)
+    png = ws / "f.png"
+    shown = xcompile("frontier", "-w", str(ws), "-o", str(png))  # the complete mean@5.0 runs
+    assert shown.returncode == 0 and png.is_file() and "left out" not in shown.stderr
+    plot = xcompile("frontier", "-w", str(ws), "-o", str(png), "--protocol", protocol)
+    assert plot.returncode == 2 and "has a circuit for every task" in plot.stderr
+    assert "left out of the plot (2 run(s)):" in plot.stderr
+    for run_key, *_ in rows:
+        assert f"  {run_key[:12]}: no circuit found for while_return_true (the full" in plot.stderr
 
 
 def test_failed_job_exits_1_skips_dependents_and_explains(
@@ -132,3 +157,4 @@ def test_run_on_slurm_lands_the_same_store_as_local(
     assert runs(on_slurm) == runs(local)  # same job keys, identical losses on CPU
     again = xcompile("run", str(recipe), "-w", str(on_slurm))
     assert "7 cached, 1 to run" in again.stderr  # only the ingest job is queued again
+

@@ -5,11 +5,16 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import pytest
+from matplotlib.colors import LogNorm
 
 from results import synthetic
+from results.frontier import default_protocol, left_out
 from results.ingest import ingest
+from results.plots import FRONT_COLOUR, frontier_figure, frontier_rows
 from results.query import fetch
+from results.report import render_report
 
 QUOTE, BRACKET = "single_double_quote", "bracket_counting"
 
@@ -37,7 +42,7 @@ def frontier(tmp_path: Path) -> dict[str, dict]:
     # A k_coef sweep found a bigger circuit for A's quote task too: the smallest one counts.
     a_train = next(p for p, n in ((ws / "jobs" / d, n) for d, n in names.items()) if n == "A")
     synthetic.prune_job(ws, a_train, QUOTE, 999, k_coef=1e-3)
-    # I found only one of its two circuits: compared only with runs of the same task set.
+    # I found only one of its two circuits: it stays in the protocol with that task missing.
     i_train = synthetic.train_job(ws, sparsity_target=0.1, heldout_loss=9.0, seed=99)
     synthetic.prune_job(ws, i_train, QUOTE, 7)
     synthetic.prune_job(ws, i_train, BRACKET, 7, found=False)
@@ -56,7 +61,7 @@ def synthetic_key(ws: Path, folder: str) -> str:
 
 def test_pareto_flags(frontier: dict[str, dict]) -> None:
     pareto = {name for name, row in frontier.items() if row["pareto"]}
-    assert pareto == {"A", "B", "B2", "E", "H", "I"}
+    assert pareto == {"A", "B", "B2", "E", "H"}  # I misses a task: never Pareto
 
 
 def test_geometric_mean(frontier: dict[str, dict]) -> None:
@@ -70,9 +75,16 @@ def test_protocols_keep_unlike_circuits_apart(frontier: dict[str, dict]) -> None
     assert frontier["H"]["loss_threshold"] == 0.30
     assert frontier["H"]["protocol"] != frontier["A"]["protocol"]
     assert frontier["A"]["tasks"] == sorted([QUOTE, BRACKET])
-    assert frontier["I"]["tasks"] == [QUOTE]
-    assert frontier["I"]["n_not_found"] == 1
-    assert frontier["I"]["geomean_edges"] == pytest.approx(7.0)
+
+
+def test_missing_circuit_keeps_the_run_in_its_protocol(frontier: dict[str, dict]) -> None:
+    row = frontier["I"]
+    assert row["protocol"] == frontier["A"]["protocol"]
+    assert row["tasks"] == sorted([QUOTE, BRACKET]) and row["n_tasks"] == 2
+    assert row["missing_tasks"] == [BRACKET] and row["n_not_found"] == 1
+    # Undefined over the protocol's tasks: no mean over the one found circuit, no Pareto flag.
+    assert row["geomean_edges"] is None and row["total_edges"] is None
+    assert not row["pareto"]
 
 
 def test_zero_edge_circuit_gives_zero_mean(tmp_path: Path) -> None:
@@ -82,3 +94,45 @@ def test_zero_edge_circuit_gives_zero_mean(tmp_path: Path) -> None:
     ingest(tmp_path)
     (row,) = fetch(tmp_path, "SELECT geomean_edges FROM frontier").to_pylist()
     assert row["geomean_edges"] == 0.0 and not math.isnan(row["geomean_edges"])
+
+
+def test_left_out_names_every_run_the_plot_does_not_show(frontier: dict[str, dict],
+                                                         tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    unpruned = synthetic.train_job(ws, sparsity_target=0.1, heldout_loss=2.0, seed=100)
+    ingest(ws)
+    protocol = default_protocol(ws)
+    assert protocol == frontier["A"]["protocol"]  # the most complete runs, not I's own group
+    why = {row.run_key: row.why for row in left_out(ws, protocol)}
+    keys = {name: row["run_key"] for name, row in frontier.items()}
+    assert why == {
+        keys["I"]: f"no circuit found for {BRACKET} (threshold not reached)",
+        keys["H"]: f"pruned under another protocol: {frontier['H']['protocol']}",
+        synthetic_key(ws, unpruned.name): "no circuits yet (its prune jobs have not finished)",
+    }
+    _, plotted = frontier_rows(ws, protocol)
+    assert keys["I"] not in {row["run_key"] for row in plotted}
+    html = render_report(ws, tmp_path / "report.html").read_text()
+    assert f"{keys['I'][:12]}</code>: no circuit found for {BRACKET}" in html
+
+
+def test_a_one_point_front_is_still_drawn(tmp_path: Path) -> None:
+    train = synthetic.train_job(tmp_path, sparsity_target=0.1, heldout_loss=2.0)
+    synthetic.prune_job(tmp_path, train, QUOTE, 30)
+    ingest(tmp_path)
+    fig = frontier_figure(*frontier_rows(tmp_path))
+    ax, colorbar = fig.axes
+    (front,) = [line for line in ax.get_lines() if line.get_color() == FRONT_COLOUR]
+    assert list(front.get_xdata()) == [pytest.approx(30.0)] and front.get_marker() == "o"
+    # The colour bar is a narrow key beside the axes, not a third of the figure.
+    fig.canvas.draw()  # constrained layout places the axes when drawn
+    assert colorbar.get_position().width < 0.1 * ax.get_position().width
+    plt.close(fig)
+
+
+def test_kept_fractions_get_a_log_colour_scale(workspace: Path) -> None:
+    fig = frontier_figure(*frontier_rows(workspace))
+    (scatter, *_) = fig.axes[0].collections
+    assert isinstance(scatter.norm, LogNorm)
+    assert (scatter.norm.vmin, scatter.norm.vmax) == (0.02, 1.0)
+    plt.close(fig)

@@ -92,7 +92,7 @@ def test_show_job(workspace: Path) -> None:
 def test_report_of_a_store_without_circuits(tmp_path: Path) -> None:
     ingest(tmp_path)  # no jobs at all
     html = render_report(tmp_path, tmp_path / "a.html").read_text()
-    assert "No run has a found circuit yet" in html
+    assert "No run has a found circuit for every task yet." in html
     synthetic.train_job(tmp_path, sparsity_target=0.1, heldout_loss=2.0)
     ingest(tmp_path)
     html = render_report(tmp_path, tmp_path / "b.html").read_text()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from compiler.sweep import expand
+from compiler.sweep import expand, load_points
 from spec.errors import RecipeError
 from spec.loader import load_recipe
 
@@ -22,8 +22,7 @@ def write(tmp_path: Path, text: str, name: str = "r.yaml") -> Path:
 
 def problems(path: Path, overrides: tuple[str, ...] = ()) -> list[str]:
     with pytest.raises(RecipeError) as info:
-        recipe, doc = load_recipe(path, overrides)
-        expand(recipe, doc)
+        load_points(path, overrides)
     return [str(problem).replace(f"{path.parent}/", "") for problem in info.value.problems]
 
 
@@ -48,10 +47,13 @@ def test_valid_recipe_fills_defaults(tmp_path: Path) -> None:
             "r.yaml:2:9: model.d_modle: unknown key 'd_modle'; did you mean 'd_model'?",
         ),
         ("seed: 1\n", "r.yaml:1:1: name: required field is missing"),
-        ("name: x\nmodel: {d_model: 60}\n", "r.yaml:2:8: model: d_model (60) must be a multiple"),
+        (
+            "name: x\nmodel: {d_model: 60}\n",
+            "r.yaml:2:18: model.d_model: d_model (60) must be a multiple",
+        ),
         (
             "name: x\nsparsity: {anneal: {start: 0.5, end: 0.2}}\n",
-            "r.yaml:2:20: sparsity.anneal: anneal start (0.5) must be before end (0.2)",
+            "r.yaml:2:28: sparsity.anneal.start: anneal start (0.5) must be before end (0.2)",
         ),
         (
             "name: x\nprune: {tasks: [single_double_quote, brackets]}\n",
@@ -79,6 +81,59 @@ def test_valid_recipe_fills_defaults(tmp_path: Path) -> None:
 def test_problem_is_reported_with_position(tmp_path: Path, text: str, expected: str) -> None:
     reported = problems(write(tmp_path, text))
     assert any(line.startswith(expected) for line in reported), reported
+
+
+CROSS_FIELD = """\
+name: x
+model:
+  n_layer: 2
+  d_model: 100
+  d_head: 16
+sparsity:
+  anneal:
+    curve: linear
+    end: 0.005
+prune:
+  tasks:
+    - with_as
+    - while_return_true
+    - with_as
+"""
+
+
+def test_cross_field_errors_point_at_the_field_to_change(tmp_path: Path) -> None:
+    assert problems(write(tmp_path, CROSS_FIELD)) == [
+        "r.yaml:4:12: model.d_model: d_model (100) must be a multiple of d_head (16)",
+        # start is the default: the value to change is the end the recipe set
+        "r.yaml:9:10: sparsity.anneal.end: anneal start (0.01) must be before end (0.005)",
+        "r.yaml:14:7: prune.tasks[2]: task 'with_as' is listed more than once",
+    ]
+    # d_model left at its default (256): the d_head the recipe set is the value to change
+    only_head = CROSS_FIELD.replace("  d_model: 100\n  d_head: 16\n", "  d_head: 24\n")
+    assert problems(write(tmp_path, only_head))[0] == (
+        "r.yaml:4:11: model.d_head: d_model (256) must be a multiple of d_head (24)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("anneal", "expected"),
+    [
+        ("curve: points\n    points: []", "r.yaml:5:13: sparsity.anneal.points: curve 'points' "
+         "needs a non-empty points list"),
+        ("points:\n      - [0.0, 1.0]\n      - [0.5, 1.5]",
+         "r.yaml:6:9: sparsity.anneal.points[1]: each point is [progress in 0..1"),
+        ("points:\n      - [0.5, 1.0]\n      - [0.5, 0.5]",
+         "r.yaml:6:9: sparsity.anneal.points[1]: points must have strictly increasing progress"),
+        ("curve: cosine\n    points: [[0.0, 1.0]]",
+         "r.yaml:4:12: sparsity.anneal.curve: points given but curve is 'cosine'"),
+    ],
+)
+def test_anneal_points_errors_point_at_the_point(
+    tmp_path: Path, anneal: str, expected: str
+) -> None:
+    path = write(tmp_path, f"name: x\nsparsity:\n  anneal:\n    {anneal}\n")
+    (reported,) = problems(path)
+    assert reported.startswith(expected), reported
 
 
 def test_all_problems_reported_at_once(tmp_path: Path) -> None:
@@ -159,11 +214,12 @@ def test_sweep_bad_path_and_bad_value_point_at_the_sweep(tmp_path: Path) -> None
         """
         name: x
         sweep:
-          sparsity.targt: [1.0, 0.1]
+          sparsity.targt: [1.0, 0.1, 0.05]
     """,
     )
-    assert problems(path)[0].startswith(
-        "r.yaml:3:20: sweep.sparsity.targt: sweep path 'sparsity.targt' does not exist"
+    (reported,) = problems(path)  # once for the path, not once per value
+    assert reported.startswith(
+        "r.yaml:3:3: sweep.sparsity.targt: sweep path 'sparsity.targt' does not exist"
     )
     path = write(
         tmp_path,
@@ -182,6 +238,27 @@ def test_sweep_bad_path_and_bad_value_point_at_the_sweep(tmp_path: Path) -> None
     path = write(tmp_path, "name: x\nsweep:\n  model.d_model: [64, wide]\n")
     assert problems(path) == [
         "r.yaml:3:23: sweep.model.d_model: Input should be a valid integer (got 'wide')"
+    ]
+
+
+def test_base_and_sweep_problems_are_reported_in_one_pass(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+        name: x
+        model: {n_layr: 2}
+        train: {lr: fast}
+        sweep:
+          model.d_modle: [64, 128]
+          train.lr: [0.1, -1, 0.2]
+          sparsity.target: [1.0, 0.5]
+    """,
+    )
+    assert [line.split(": ")[:2] for line in problems(path)] == [
+        ["r.yaml:2:9", "model.n_layr"],  # in the base, and in every point: reported once
+        ["r.yaml:3:13", "train.lr"],  # the base's own value, although the sweep replaces it
+        ["r.yaml:5:3", "sweep.model.d_modle"],  # once, at the path
+        ["r.yaml:6:19", "sweep.train.lr"],  # at the bad value
     ]
 
 

@@ -1,0 +1,147 @@
+"""Every command README.md shows is executed, on a quickstart-shaped workspace (a dense and a
+weight-sparse model, two task circuits each) built by a tiny recipe through the real CLI.
+
+A README command with no invocation below fails the coverage test, so a new example cannot slip
+through untested. SLURM commands are checked for `--help` only; the two scripts and the bench
+programs (minutes each) for existing and parsing.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+
+# The quickstart's shape (sweep of a dense and a sparse model, two tasks) at seconds of work.
+TINY_QUICKSTART = """\
+name: quickstart
+data: {corpus: synthetic, max_bytes: 150K, vocab_size: 400, context: 32}
+model: {n_layer: 1, d_model: 16, d_head: 8}
+train: {tokens: 20K, batch_size: 8, eval_every: 20, eval_tokens: 2K, checkpoint_every: 20}
+prune: {tasks: [while_return_true, with_as], steps: 2, batch_size: 8, train_pairs: 8,
+        heldout_pairs: 8, mean_tokens: 1K, loss_threshold: 5.0}
+sweep: {sparsity.target: [1.0, 0.25]}
+"""
+
+# README's bad-recipe example, reproduced line for line.
+BAD_RECIPE = """\
+name: bad
+seed: 0
+model:
+  n_layr: 2
+train:
+  lr: 0.01
+  batch_size: "16"
+sparsity:
+  target: 0.25
+  anneal:
+    curve: linear
+    start: 0.6
+    end: 0.5
+"""
+
+R, SQL = "tiny.yaml", "select * from runs"
+# README command → the argument lists that execute it (placeholders filled in, optional parts
+# tried one by one).
+INVOCATIONS: dict[str, list[list[str]]] = {
+    "xcompile run": [["run", R]],
+    "xcompile run recipes/quickstart.yaml": [["plan", str(ROOT / "recipes/quickstart.yaml")]],
+    "xcompile run R [--backend local|slurm] [--detach]": [["run", R, "--backend", "local"]],
+    "xcompile run R --backend slurm": [["run", "--help"]],
+    "xcompile cancel R": [["cancel", "--help"]],
+    "xcompile validate R…": [["validate", R, str(ROOT / "recipes/quickstart.yaml")]],
+    "xcompile plan": [["plan", R]],
+    "xcompile plan R [--json]": [["plan", R], ["plan", R, "--json"]],
+    "xcompile status R": [["status", R]],
+    "xcompile status [R]": [["status"], ["status", R]],
+    "xcompile query": [["query", SQL]],
+    'xcompile query "select * from frontier"': [["query", "select * from frontier"]],
+    'xcompile query "SQL" [-f table|csv|json|parquet] [-o FILE]': [
+        ["query", SQL, "-f", fmt] for fmt in ("table", "csv", "json")
+    ] + [["query", SQL, "-f", "parquet", "-o", "runs.parquet"]],
+    "xcompile frontier -o frontier.png": [["frontier", "-o", "frontier.png"]],
+    "xcompile report -o report.html": [["report", "-o", "report.html"]],
+    "xcompile show train-": [["show", "train-"]],
+    "xcompile show KEY": [["show", "KEY"]],
+    "xcompile ingest": [["ingest"]],
+    "xcompile tasks": [["tasks"]],
+    "xcompile schema": [["schema"]],
+    "xcompile schema -o recipe.schema.json": [["schema", "-o", "recipe.schema.json"]],
+}
+
+
+def readme_commands() -> set[str]:
+    """Commands in ```sh blocks and in `inline code` that starts with a program name."""
+    commands = {
+        line.split("  #")[0].strip()
+        for block in re.findall(r"```sh\n(.*?)```", README, flags=re.DOTALL)
+        for line in block.splitlines()
+    }
+    commands |= {span.replace("\\|", "|")
+                 for span in re.findall(r"`((?:xcompile|bash|python) [^`]*)`", README)}
+    return {command for command in commands if command}
+
+
+def test_every_readme_command_has_an_invocation() -> None:
+    xcompile = {command for command in readme_commands() if command.startswith("xcompile ")}
+    assert xcompile == set(INVOCATIONS)
+
+
+def test_scripts_and_bench_programs_named_in_readme_exist_and_parse() -> None:
+    others = [command for command in readme_commands() if not command.startswith("xcompile ")]
+    assert others
+    for command in others:
+        program, script = shlex.split(command)[:2]
+        assert (ROOT / script).is_file(), command
+        check = ["bash", "-n"] if program == "bash" else [sys.executable, "-m", "py_compile"]
+        assert subprocess.run([*check, str(ROOT / script)]).returncode == 0, command
+
+
+def _xcompile(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "compiler.cli", *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def quickstart(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder holding the tiny recipe and its finished default workspace (./xcompile-runs)."""
+    folder = tmp_path_factory.mktemp("readme")
+    (folder / R).write_text(TINY_QUICKSTART, encoding="utf-8")
+    result = _xcompile(folder, "run", R)
+    assert result.returncode == 0, result.stderr
+    return folder
+
+
+@pytest.mark.parametrize("command", sorted(INVOCATIONS))
+def test_readme_command_runs(quickstart: Path, command: str) -> None:
+    train = sorted(p.name for p in (quickstart / "xcompile-runs/jobs").glob("train-*"))
+    assert len(train) == 2  # the quickstart's shape: one dense, one sparse model
+    for args in INVOCATIONS[command]:
+        args = [train[0][:12] if arg == "KEY" else arg for arg in args]
+        result = _xcompile(quickstart, *args)
+        assert result.returncode == 0, (args, result.stderr)
+        if "-o" in args:
+            assert (quickstart / args[args.index("-o") + 1]).stat().st_size > 0, args
+        else:
+            assert result.stdout or result.stderr, args
+        if args[0] == "show" and args[1] == "train-":
+            assert all(f"  {name}" in result.stdout for name in train)
+
+
+def test_readme_bad_recipe_example_prints_what_readme_shows(tmp_path: Path) -> None:
+    block = README.split("$ xcompile plan bad.yaml", 1)[1].split("```", 1)[0]
+    command, *shown = ("xcompile plan bad.yaml" + block).strip().splitlines()
+    (tmp_path / "bad.yaml").write_text(BAD_RECIPE, encoding="utf-8")
+    result = _xcompile(tmp_path, *shlex.split(command)[1:])
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    printed = result.stderr.strip().splitlines()
+    assert len(printed) == len(shown)
+    for line, expected in zip(printed, shown, strict=True):
+        assert line.startswith(expected.removesuffix("…)")), (line, expected)
