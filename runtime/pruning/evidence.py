@@ -3,7 +3,8 @@
 Written by the prune job next to ``circuit.json`` once a circuit is found:
 
 - ``circuit_edges.parquet``: one row per counted edge (the rule of ``runtime.pruning.circuit``,
-  via ``list_edges``), with the weight matrix and entry it came from. Bounded by the circuit.
+  via ``list_edges``), with the weight matrix it came from (the entry is
+  ``param[dst_index, src_index]``) and its value. Bounded by the circuit.
 - ``evidence.json``: for up to ``EvidenceLimits.max_nodes`` kept nodes (all of them when the
   circuit is smaller; else the highest-τ ones), three things:
 
@@ -43,8 +44,9 @@ EDGES_SCHEMA = pa.schema([
     ("src_site", pa.string()), ("src_index", pa.int32()),
     ("dst_site", pa.string()), ("dst_index", pa.int32()),
     ("edge_type", pa.string()),  # attn_in->q, …, mlp_neuron->mlp_out
-    ("param", pa.string()),  # the weight matrix, e.g. blocks.0.attn.q_proj.weight
-    ("row", pa.int32()), ("col", pa.int32()),  # its entry: param[row, col] (nn.Linear: [out, in])
+    # The weight matrix, e.g. blocks.0.attn.q_proj.weight; the edge is its entry
+    # [dst_index, src_index] (nn.Linear's [out, in] layout).
+    ("param", pa.string()),
     ("weight", pa.float64()),
 ])
 _WEIGHT_NAME = {edge_type_name(src, dst): name for src, dst, name in EDGE_TYPES}
@@ -69,7 +71,7 @@ def edges_table(circuit: Circuit, model: nn.Module) -> pa.Table:
         rows.append({
             "src_site": src, "src_index": src_index, "dst_site": dst, "dst_index": dst_index,
             "edge_type": edge["type"], "param": f"blocks.{layer}.{_WEIGHT_NAME[edge['type']]}",
-            "row": dst_index, "col": src_index, "weight": edge["weight"],
+            "weight": edge["weight"],
         })
     return pa.Table.from_pylist(rows, schema=EDGES_SCHEMA)
 

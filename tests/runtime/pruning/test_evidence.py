@@ -65,7 +65,8 @@ def test_edges_table_is_list_edges_with_the_weight_entry() -> None:
     assert [(r["src_site"], r["src_index"], r["dst_site"], r["dst_index"]) for r in rows] == [
         (*e["src"], *e["dst"]) for e in list_edges(circuit, model)]
     for row in rows:
-        assert model.get_parameter(row["param"])[row["row"], row["col"]].item() == row["weight"]
+        weight = model.get_parameter(row["param"])
+        assert weight[row["dst_index"], row["src_index"]].item() == row["weight"]
 
 
 def test_evidence_nodes_are_capped_by_tau_in_model_order() -> None:
