@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 
 from results.diagram import SITE_ROWS
 from results.ingest import EDGES_SCHEMA, METRICS_SCHEMA
-from results.jobs import CIRCUIT_FILE, EDGES_FILE
+from results.jobs import CIRCUIT_FILE, EDGES_FILE, EVIDENCE_FILE
 from runtime.job import COMMAND_FILE, CONFIG_FILE, JOBS_DIR, LOG_FILE, RESULTS_FILE
 
 SITE_KINDS = SITE_ROWS[:-1]  # every per-layer site kind (all but final_in)
@@ -155,6 +155,26 @@ def circuit_edges(nodes: list[dict[str, Any]], n_edges: int) -> bytes:
     return sink.getvalue().to_pybytes()
 
 
+def evidence(task: str, nodes: list[dict[str, Any]]) -> dict[str, Any]:
+    """An ``evidence.json`` as runtime/pruning/evidence.py writes it, made up. One context token
+    is markup, so pages that show evidence are seen to escape it."""
+    tokens = ["def", " f", "(", "x", "):", "\n", "    ", "return", " x", "</script><b>", " +"]
+    return {
+        "limits": {"max_nodes": 256, "contexts_per_node": 2, "before": 10, "after": 3,
+                   "scan_tokens": 32768, "ablation_pairs": 64},
+        "n_nodes": len(nodes), "n_with_evidence": len(nodes),
+        "classes": [{"answer": ":", "prompts": 64}, {"answer": "\n", "prompts": 64}],
+        "sample": {"prompts": [f"# {task}\nwhile True", f"# {task}\nreturn True"],
+                   "answers": [":", "\n"]},
+        "ablation_pairs": 64, "circuit_loss": 0.12,
+        "nodes": [{"site": n["site"], "index": n["index"],
+                   "mean": [0.1 * (i % 7), -0.05 * (i % 5)], "ablated_loss": 0.12 + 0.01 * i,
+                   "contexts": [{"tokens": tokens, "at": 3 + i % 6, "act": 2.0 - 0.1 * j}
+                                for j in range(2)]}
+                  for i, n in enumerate(nodes)],
+    }
+
+
 def _wire_to_final(nodes: list[dict[str, Any]]) -> None:
     """Move one residual write onto a channel the circuit's ``final_in`` reads, as a real
     circuit's last writes are: then "edges into the unembedding" has an answer."""
@@ -202,5 +222,6 @@ def prune_job(
         "found": found, "reason": None if found else "threshold not reached",
     }
     files = {CIRCUIT_FILE: _dump({"task": task, "nodes": nodes}),
-             EDGES_FILE: circuit_edges(nodes, n_edges)}
+             EDGES_FILE: circuit_edges(nodes, n_edges),
+             EVIDENCE_FILE: _dump(evidence(task, nodes))}
     return write_job(workspace, "prune", config, results, files)
