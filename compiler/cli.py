@@ -490,6 +490,29 @@ def show(
 
 
 @command()
+def circuit(
+    keys: Annotated[list[str], typer.Argument(
+        help="A prune job key or folder-name prefix; two to compare them side by side.",
+        metavar="KEY…", show_default=False)],
+    workspace: WorkspaceOpt = None,
+    output: Annotated[Path | None, typer.Option(
+        "-o", "--output", help="HTML file (default: <workspace>/circuits/<prune job>.html).",
+        show_default=False)] = None,
+) -> None:
+    """Write one self-contained page that draws a circuit: nodes by layer and site, edges by
+    sign and weight, and each node's evidence on hover or click.
+
+    Example: xcompile circuit prune-3f2a -o circuit.html
+    """
+    from results.circuit_page import default_page_path, render_circuit_page
+
+    ws = _workspace(workspace)
+    with _store_errors():
+        path = render_circuit_page(ws, keys, output or default_page_path(ws, keys[0]))
+    err.print(f"wrote {path}")
+
+
+@command()
 def ingest(workspace: WorkspaceOpt = None) -> None:
     """Load finished job folders into the store (idempotent; `run` does this at its end).
 

@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 
 from results.jobs import (
     CIRCUIT_FILE,
+    EDGES_FILE,
     JobFolder,
     UnreadableJob,
     circuit_nodes,
@@ -83,6 +84,11 @@ CIRCUITS_SCHEMA = pa.schema([
 NODES_SCHEMA = pa.schema([
     ("prune_key", pa.string()), ("site", pa.string()), ("index", pa.int32()),
     ("kind", pa.string()), ("layer", pa.int32()),
+])
+EDGES_SCHEMA = pa.schema([
+    ("prune_key", pa.string()), ("src_site", pa.string()), ("src_index", pa.int32()),
+    ("dst_site", pa.string()), ("dst_index", pa.int32()), ("edge_type", pa.string()),
+    ("param", pa.string()), ("weight", pa.float64()),
 ])
 JOBS_SCHEMA = pa.schema([
     ("key", pa.string()), ("kind", pa.string()), ("name", pa.string()), ("state", pa.string()),
@@ -247,6 +253,19 @@ def _circuit_nodes(job: JobFolder) -> list[dict[str, Any]]:
     return [] if raw is None else [{"prune_key": job.key, **node} for node in circuit_nodes(raw)]
 
 
+def _circuit_edges(job: JobFolder) -> pa.Table:
+    """The job's ``circuit_edges.parquet`` tagged with its key; none for older prune jobs."""
+    raw = job.raw.get(EDGES_FILE)
+    if raw is None:
+        return EDGES_SCHEMA.empty_table()
+    try:
+        table = pq.read_table(pa.BufferReader(raw))
+        table = table.append_column("prune_key", pa.repeat(pa.scalar(job.key), table.num_rows))
+        return table.select(EDGES_SCHEMA.names).cast(EDGES_SCHEMA)
+    except (pa.ArrowException, KeyError) as error:
+        raise ValueError(f"unreadable {EDGES_FILE}: {error}") from error
+
+
 def _job_row(job: JobFolder) -> dict[str, Any]:
     info = job.results or job.failed or {}
     # The local executor's failed.json stamps the failure as "time".
@@ -274,6 +293,7 @@ class _Batch:
     runs: list[dict[str, Any]] = field(default_factory=list)
     circuits: list[dict[str, Any]] = field(default_factory=list)
     nodes: list[dict[str, Any]] = field(default_factory=list)
+    edges: list[pa.Table] = field(default_factory=list)
     ingested: list[dict[str, Any]] = field(default_factory=list)
 
     def add(self, job: JobFolder, train_keys: dict[str, str]) -> None:
@@ -285,8 +305,10 @@ class _Batch:
             if train_dir not in train_keys:
                 raise ValueError(f"its train job {train_dir or '(none)'} is not in the workspace")
             circuit, nodes = _circuit_row(job, train_keys[train_dir]), _circuit_nodes(job)
+            edges = _circuit_edges(job)
             self.circuits.append(circuit)
             self.nodes.extend(nodes)
+            self.edges.append(edges)
         self.ingested.append({"key": job.key, "kind": job.kind, "fingerprint": job.fingerprint()})
 
     def drop(self, keys: set[str]) -> None:
@@ -392,6 +414,8 @@ def _write(con: duckdb.DuckDBPyConnection, jobs: list[JobFolder], batch: _Batch,
     replace_rows(con, "train_metrics", "run_key", keys, metrics)
     replace_rows(con, "circuits", "key", keys, _table(batch.circuits, CIRCUITS_SCHEMA))
     replace_rows(con, "circuit_nodes", "prune_key", keys, _table(batch.nodes, NODES_SCHEMA))
+    replace_rows(con, "circuit_edges", "prune_key", keys,
+                 pa.concat_tables([EDGES_SCHEMA.empty_table(), *batch.edges]))
     replace_rows(con, "ingested", "key", keys, _table(batch.ingested, INGESTED_SCHEMA))
     # jobs mirrors the folders as they are now: replaced whole, it is small.
     con.execute("DELETE FROM jobs")

@@ -21,6 +21,8 @@ from results.store import StoreError
 from runtime.job import CONFIG_FILE, FAILED_FILE, JOBS_DIR, RESULTS_FILE, log_tail
 
 CIRCUIT_FILE = "circuit.json"
+EDGES_FILE = "circuit_edges.parquet"  # runtime/pruning/evidence.py
+EVIDENCE_FILE = "evidence.json"  # likewise; read by the circuit page, not ingested
 TRACEBACK_MARK = "Traceback (most recent call last)"
 
 
@@ -55,7 +57,7 @@ class JobFolder:
         """What the folder's ingested content depends on. ``results.json`` is written last and
         carries ``finished_at``, so a re-run job (new metrics, new circuit) changes it too."""
         digest = hashlib.sha256()
-        for name in (CONFIG_FILE, RESULTS_FILE, CIRCUIT_FILE):
+        for name in (CONFIG_FILE, RESULTS_FILE, CIRCUIT_FILE, EDGES_FILE):
             digest.update(name.encode() + b"\0" + self.raw.get(name, b"") + b"\0")
         return digest.hexdigest()
 
@@ -94,8 +96,9 @@ def read_job(path: Path) -> JobFolder:
         except (OSError, ValueError) as error:
             # Cannot happen with the runtime's atomic write; a hand-edited or torn copy can.
             job.state, job.error = "invalid", f"unreadable {RESULTS_FILE}: {error}"
-        if (path / CIRCUIT_FILE).exists():
-            job.raw[CIRCUIT_FILE] = (path / CIRCUIT_FILE).read_bytes()
+        for name in (CIRCUIT_FILE, EDGES_FILE):
+            if (path / name).exists():
+                job.raw[name] = (path / name).read_bytes()
         return job
     if (path / FAILED_FILE).exists():
         try:

@@ -14,6 +14,7 @@ from typing import Any
 import jinja2
 from markupsafe import Markup
 
+from results.circuit_page import PAGES_DIR, render_circuit_page
 from results.diagram import circuit_svg
 from results.frontier import default_protocol, left_out
 from results.plots import (
@@ -99,9 +100,27 @@ def report_context(workspace: Path) -> dict[str, Any]:
     }
 
 
+def link_circuit_pages(workspace: Path, circuits: list[dict[str, Any]], out_dir: Path) -> None:
+    """Write each drawn circuit's explorer page under ``out_dir/circuits/`` and set its relative
+    ``page`` link (None when nothing was kept, or its job folder is gone: the store outlives it)."""
+    for circuit in circuits:
+        circuit["page"] = None
+        if not (circuit["found"] or circuit["nodes"]):
+            continue
+        name = f"prune-{circuit['key'][:12]}"
+        try:
+            render_circuit_page(workspace, [circuit["key"]], out_dir / PAGES_DIR / f"{name}.html")
+        except StoreError:
+            continue
+        circuit["page"] = f"{PAGES_DIR}/{name}.html"
+
+
 def render_report(workspace: Path, out_html: Path) -> Path:
-    """Write the report of ``workspace``'s store to ``out_html`` and return its path."""
-    html = _environment().get_template("report.html.j2").render(**report_context(workspace))
+    """Write the report of ``workspace``'s store to ``out_html`` (and the circuit pages it links,
+    beside it in ``circuits/``) and return its path."""
     out_html = Path(out_html)
+    context = report_context(workspace)
+    link_circuit_pages(workspace, context["circuits"], out_html.parent)
+    html = _environment().get_template("report.html.j2").render(**context)
     out_html.write_text(html, encoding="utf-8")
     return out_html

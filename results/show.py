@@ -7,6 +7,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from results.circuit_page import PAGES_DIR
 from results.diagram import SITE_ROWS
 from results.ingest import METRICS_JSONL, METRICS_PARQUET
 from results.jobs import CIRCUIT_FILE, circuit_nodes, find_job, read_job
@@ -56,6 +57,12 @@ def _circuit_summary(job_dir: Path) -> str | None:
     return "\n".join(f"{site:<16} {n} node(s)" for (_, _, site), n in ordered) or "no nodes"
 
 
+def _circuit_page_line(workspace: Path, job_dir: Path) -> str:
+    page = Path(workspace) / PAGES_DIR / f"{job_dir.name}.html"
+    make = f"xcompile circuit {job_dir.name} -w {workspace}"
+    return f"{page}\n(re)write it: {make}" if page.is_file() else f"none yet; write it: {make}"
+
+
 def _pretty(obj: Any) -> str:
     return json.dumps(obj, indent=2, sort_keys=True)
 
@@ -83,6 +90,8 @@ def show_job(workspace: Path, key_prefix: str) -> str:
                            ("circuit", _circuit_summary(job.path))):
         if summary is not None:
             parts.append(_section(title, summary))
+    if job.kind == "prune":
+        parts.append(_section("circuit page", _circuit_page_line(workspace, job.path)))
     parts.append(_section(f"log (last {LOG_LINES} lines)",
                           log_tail(job.path, LOG_LINES) or "(no log)"))
     return "\n".join(parts)

@@ -20,7 +20,7 @@ import pyarrow as pa
 
 STORE_FILE = "store.duckdb"
 LOCK_FILE = "store.lock"
-SCHEMA_VERSION = 3  # 3: runs.kept_fraction
+SCHEMA_VERSION = 4  # 3: runs.kept_fraction; 4: circuit_edges
 OPEN_TIMEOUT_S = 10.0
 
 # Tables in dependency-free order; the frontier view reads runs and circuits.
@@ -88,6 +88,18 @@ TABLES: dict[str, str] = {
         "index"   INTEGER NOT NULL,            -- channel / neuron index within the site
         kind      VARCHAR NOT NULL,            -- the site without its layer: mlp_neuron, q, ...
         layer     INTEGER                      -- NULL for final_in
+    """,
+    # One row per counted edge (runtime/pruning/circuit.py): a nonzero weight between two kept
+    # nodes; the edge is the entry param[dst_index, src_index].
+    "circuit_edges": """
+        prune_key VARCHAR NOT NULL,
+        src_site  VARCHAR NOT NULL,
+        src_index INTEGER NOT NULL,
+        dst_site  VARCHAR NOT NULL,
+        dst_index INTEGER NOT NULL,
+        edge_type VARCHAR NOT NULL,            -- attn_in->q, ..., mlp_neuron->mlp_out
+        param     VARCHAR NOT NULL,            -- e.g. blocks.0.mlp.fc.weight
+        weight    DOUBLE NOT NULL
     """,
     "jobs": """
         key            VARCHAR PRIMARY KEY,

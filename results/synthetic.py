@@ -17,8 +17,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from results.diagram import SITE_ROWS
-from results.ingest import METRICS_SCHEMA
-from results.jobs import CIRCUIT_FILE
+from results.ingest import EDGES_SCHEMA, METRICS_SCHEMA
+from results.jobs import CIRCUIT_FILE, EDGES_FILE, EVIDENCE_FILE
 from runtime.job import COMMAND_FILE, CONFIG_FILE, JOBS_DIR, LOG_FILE, RESULTS_FILE
 
 SITE_KINDS = SITE_ROWS[:-1]  # every per-layer site kind (all but final_in)
@@ -139,6 +139,52 @@ def circuit_nodes(n_nodes: int, n_layer: int, seed: int) -> list[dict[str, Any]]
     return list(unique.values())
 
 
+def circuit_edges(nodes: list[dict[str, Any]], n_edges: int) -> bytes:
+    """``n_edges`` rows of a ``circuit_edges.parquet`` between the circuit's nodes: from any
+    node into its residual writes (attn_out / mlp_out), weights of both signs."""
+    writes = [n for n in nodes if n["site"].endswith("_out")] or nodes
+    rows = [{"src_site": src["site"], "src_index": src["index"], "dst_site": dst["site"],
+             "dst_index": dst["index"], "edge_type": "mlp_neuron->mlp_out",
+             "param": f"blocks.{dst['site'][1:].split('.')[0]}.mlp.proj.weight",
+             "weight": ((i * 37) % 100 - 49.5) / 50}
+            for i in range(n_edges if nodes else 0)
+            for src, dst in [(nodes[i % len(nodes)], writes[(i // len(nodes)) % len(writes)])]]
+    table = pa.Table.from_pylist(rows, schema=EDGES_SCHEMA.remove(0))  # no prune_key column
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    return sink.getvalue().to_pybytes()
+
+
+def evidence(task: str, nodes: list[dict[str, Any]]) -> dict[str, Any]:
+    """An ``evidence.json`` as runtime/pruning/evidence.py writes it, made up. One context token
+    is markup, so pages that show evidence are seen to escape it."""
+    tokens = ["def", " f", "(", "x", "):", "\n", "    ", "return", " x", "</script><b>", " +"]
+    return {
+        "limits": {"max_nodes": 256, "contexts_per_node": 2, "before": 10, "after": 3,
+                   "scan_tokens": 32768, "ablation_pairs": 64},
+        "n_nodes": len(nodes), "n_with_evidence": len(nodes),
+        "classes": [{"answer": ":", "prompts": 64}, {"answer": "\n", "prompts": 64}],
+        "sample": {"prompts": [f"# {task}\nwhile True", f"# {task}\nreturn True"],
+                   "answers": [":", "\n"]},
+        "ablation_pairs": 64, "circuit_loss": 0.12,
+        "nodes": [{"site": n["site"], "index": n["index"],
+                   "mean": [0.1 * (i % 7), -0.05 * (i % 5)], "ablated_loss": 0.12 + 0.01 * i,
+                   "contexts": [{"tokens": tokens, "at": 3 + i % 6, "act": 2.0 - 0.1 * j}
+                                for j in range(2)]}
+                  for i, n in enumerate(nodes)],
+    }
+
+
+def _wire_to_final(nodes: list[dict[str, Any]]) -> None:
+    """Move one residual write onto a channel the circuit's ``final_in`` reads, as a real
+    circuit's last writes are: then "edges into the unembedding" has an answer."""
+    finals = [n for n in nodes if n["site"] == "final_in"]
+    writes = [n for n in nodes if n["site"].endswith("_out")]
+    taken = {(n["site"], n["index"]) for n in nodes}
+    if finals and writes and (writes[0]["site"], finals[0]["index"]) not in taken:
+        writes[0]["index"] = finals[0]["index"]
+
+
 def prune_job(
     workspace: Path,
     train_dir: Path,
@@ -162,6 +208,7 @@ def prune_job(
         "meta": train_config.get("meta", {}),
     }
     nodes = circuit_nodes(n_nodes, n_layer, seed=len(task) + n_edges)
+    _wire_to_final(nodes)
     by_kind: dict[str, int] = {}
     for node in nodes:
         kind = node["site"].split(".")[-1]
@@ -174,5 +221,7 @@ def prune_job(
         "sufficiency_loss": loss_threshold * 0.9, "necessity_loss": 0.69,
         "found": found, "reason": None if found else "threshold not reached",
     }
-    files = {CIRCUIT_FILE: _dump({"task": task, "nodes": nodes})}
+    files = {CIRCUIT_FILE: _dump({"task": task, "nodes": nodes}),
+             EDGES_FILE: circuit_edges(nodes, n_edges),
+             EVIDENCE_FILE: _dump(evidence(task, nodes))}
     return write_job(workspace, "prune", config, results, files)

@@ -12,15 +12,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from runtime.data.tokenizer import check_single_tokens, load_tokenizer
-from runtime.data.tokens import TOKENIZER_FILE
+from runtime.data.tokens import TOKENIZER_FILE, open_tokens
 from runtime.io import write_json_atomic
 from runtime.job import Progress
 from runtime.jobs.train import MODEL_FILE
 from runtime.pruning.ablation import MEANS_FILE, load_means
 from runtime.pruning.circuit import SITE_KINDS, circuit_to_json, count_edges
+from runtime.pruning.evidence import EvidenceLimits, write_evidence
 from runtime.pruning.pairs import PairBatch, encode_pairs
-from runtime.pruning.prune import prune
+from runtime.pruning.prune import protocol_judge, prune
 from runtime.tasks import get_task
 from runtime.training.checkpoint import load_model
 from runtime.training.train import describe_device, pick_device
@@ -93,6 +96,12 @@ def run(
             n_edges=sum(edges_by_type.values()),
             edges_by_type=edges_by_type,
         )
+        # The explorer's files: the edges as a table, and what each kept node responds to.
+        subset = heldout.pairs(torch.arange(min(len(heldout), EvidenceLimits().ablation_pairs)))
+        judge = protocol_judge(model, spec, means, train.to(device), subset.to(device))
+        write_evidence(job_dir, model, result.circuit, result.tau, heldout_pairs=heldout,
+                       tokens=open_tokens(inputs["tokenize"], "heldout"), tokenizer=tokenizer,
+                       judge=judge, sample=task.pairs(1, "heldout", seed)[0])
         document = circuit_to_json(result.circuit, model, scores=result.tau, extra={
             key: results[key] for key in (
                 "task", "loss_threshold", "ablation", "found", "achieved_loss",

@@ -105,6 +105,8 @@ class Judge:
                  pairs: PairBatch, calibration: PairBatch | None, freeze_norms: bool) -> None:
         self.model, self.layout, self.fill = model, layout, fill
         self.freeze_norms = freeze_norms
+        self.calibration_pairs = calibration
+        self.n_pairs = len(pairs)
         self.pairs = self._chunks(pairs)
         self.calibration = None if calibration is None else self._chunks(calibration)
         self.n_evaluations = 0
@@ -150,6 +152,20 @@ class Judge:
         candidates = self.candidates(self.pairs)
         return [calibrated_loss(c, t, candidates)
                 for c, t in zip(self.calibrations(masks), two, strict=True)]
+
+
+def protocol_judge(model: nn.Module, spec: PruneSpec, means: dict[str, Tensor] | None,
+                   train: PairBatch, pairs: PairBatch) -> Judge:
+    """The judge of a prune run on ``pairs``: the spec's ablation fill (silent nodes zeroed with
+    ``silent_zero``), calibration on the first training pairs, frozen norms if asked."""
+    device = pairs.tokens.device
+    layout = NodeLayout.from_model(model)
+    fill = ablation_values(layout, means, spec.ablation, device)
+    if spec.silent_zero:
+        fill = silence_to_zero(fill, layout, silent_nodes(model, layout, train))
+    calibration = train.pairs(torch.arange(min(len(train), CALIBRATION_PAIRS),
+                                           device=device)) if spec.calibrate else None
+    return Judge(model, layout, fill, pairs, calibration, spec.freeze_norms)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -357,13 +373,8 @@ def prune(
     model.eval()
     model.requires_grad_(False)
     train, heldout, test = train.to(device), heldout.to(device), test.to(device)
-    layout = NodeLayout.from_model(model)
-    fill = ablation_values(layout, means, spec.ablation, device)
-    if spec.silent_zero:
-        fill = silence_to_zero(fill, layout, silent_nodes(model, layout, train))
-    calibration_pairs = train.pairs(torch.arange(min(len(train), CALIBRATION_PAIRS),
-                                                 device=device)) if spec.calibrate else None
-    judge = Judge(model, layout, fill, heldout, calibration_pairs, spec.freeze_norms)
+    judge = protocol_judge(model, spec, means, train, heldout)
+    layout, fill, calibration_pairs = judge.layout, judge.fill, judge.calibration_pairs
     full_model_loss = evaluate(model, heldout, None)
 
     # optimise every trial's masks at once

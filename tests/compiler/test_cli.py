@@ -99,3 +99,20 @@ def test_query_is_read_only_and_bad_sql_exits_2(tmp_path: Path, xcompile: Xcompi
         xcompile("query", "select task, n_edges from circuits", "-w", str(ws), "-f", "json").stdout
     )
     assert rows == [{"task": "single_double_quote", "n_edges": 40}]
+
+
+def test_circuit_writes_a_page_show_names_it_and_a_train_job_exits_2(
+    tmp_path: Path, xcompile: Xcompile
+) -> None:
+    ws = tmp_path / "ws"
+    train = synthetic.train_job(ws, sparsity_target=0.1, heldout_loss=2.0)
+    prune = synthetic.prune_job(ws, train, "single_double_quote", 40)
+    assert xcompile("ingest", "-w", str(ws)).returncode == 0
+    page = ws / "circuits" / f"{prune.name}.html"
+    assert f"xcompile circuit {prune.name}" in xcompile("show", prune.name, "-w", str(ws)).stdout
+    done = xcompile("circuit", prune.name[:10], "-w", str(ws))
+    assert done.returncode == 0 and page.is_file(), done.stderr
+    assert "<svg" not in page.read_text() and "single_double_quote" in page.read_text()
+    assert str(page) in xcompile("show", prune.name, "-w", str(ws)).stdout
+    refused = xcompile("circuit", train.name, "-w", str(ws))
+    assert refused.returncode == 2 and "give the key of a prune job" in refused.stderr

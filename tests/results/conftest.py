@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from test_report_browser import browser, page  # noqa: F401  (the browser fixtures, shared)
 
 from results import synthetic
 from results.ingest import ingest

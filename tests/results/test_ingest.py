@@ -46,6 +46,30 @@ def test_ingest_loads_every_table(workspace: Path) -> None:
     assert kinds == [("final_in", True)]
 
 
+def test_circuit_edges_match_every_circuits_edge_count(workspace: Path) -> None:
+    with duckdb.connect(str(store_path(workspace)), read_only=True) as con:
+        counts = con.execute(
+            "SELECT c.key, c.n_edges, count(e.prune_key) FROM circuits c "
+            "LEFT JOIN circuit_edges e ON e.prune_key = c.key GROUP BY ALL").fetchall()
+        loose = con.execute(  # every edge joins two nodes its circuit kept
+            "SELECT count(*) FROM circuit_edges e WHERE NOT EXISTS (SELECT 1 FROM circuit_nodes n"
+            " WHERE n.prune_key = e.prune_key AND n.site = e.src_site AND n.index = e.src_index)"
+            " OR NOT EXISTS (SELECT 1 FROM circuit_nodes n WHERE n.prune_key = e.prune_key"
+            " AND n.site = e.dst_site AND n.index = e.dst_index)").fetchone()[0]
+    assert len(counts) == 8 and all(n_edges == rows > 0 for _, n_edges, rows in counts)
+    assert loose == 0
+
+
+def test_unreadable_circuit_edges_leave_the_job_out(workspace: Path) -> None:
+    prune = next((workspace / "jobs").glob("prune-*"))
+    (prune / "circuit_edges.parquet").write_bytes(b"not parquet")
+    summary = ingest(workspace)
+    assert [name for name, _ in summary.skipped] == [prune.name]
+    assert "circuit_edges.parquet" in summary.skipped[0][1]
+    key = json.loads((prune / CONFIG_FILE).read_text())["key"]
+    assert count(workspace, "SELECT count(*) FROM circuit_edges WHERE prune_key = ?", [key]) > 0
+
+
 def test_ingest_twice_changes_nothing(workspace: Path) -> None:
     before = snapshot(workspace)
     summary = ingest(workspace)

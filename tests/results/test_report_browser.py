@@ -72,6 +72,7 @@ INSPECT_JS = """
     circuits: document.querySelectorAll("div.circuit").length,
     captionsOnly: [...document.querySelectorAll("div.circuit.no-diagram")].filter(visible).length,
     svgs: svgs.length,
+    explore: [...document.querySelectorAll("div.circuit a.explore")].map((a) => a.href),
     svgsVisible: svgs.filter(visible).length,
     svgsWithDots: svgs.filter((s) => s.querySelector("circle")).length,
     // SVG clips what is drawn past its width: a heading longer than the grid was cut off once.
@@ -302,6 +303,13 @@ def test_report_in_browser(page: Page, tmp_path: Path) -> None:
     assert shown["svgs"] == shown["svgsVisible"] == 8
     assert shown["svgsWithDots"] == 8 and shown["svgsClipped"] == 0
     assert shown["circuitRows"] < shown["circuits"]
+    # Every drawn circuit links its explorer page, written beside the report; each one loads.
+    assert len(shown["explore"]) == 8
+    for href in shown["explore"]:
+        page.load(href)
+        assert page.errors() == [] and page.evaluate("document.querySelectorAll("
+                                                     "'circle.node').length") > 0, href
+    page.load(html.as_uri())
     assert shown["scrollWidth"] <= shown["innerWidth"], "the page scrolls sideways"
 
     png = page.screenshot()

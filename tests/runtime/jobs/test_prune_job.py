@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import torch
 
@@ -14,6 +15,7 @@ from runtime.data.tokenizer import save_tokenizer, train_tokenizer
 from runtime.job import run_job
 from runtime.jobs.stats import mean_tokens
 from runtime.model import GPTConfig, SparseGPT
+from runtime.pruning.evidence import EDGES_FILE, EVIDENCE_FILE
 from runtime.tasks import get_task
 from runtime.training.checkpoint import save_model
 
@@ -33,6 +35,7 @@ def make_workspace(root: Path, required: tuple[str, ...]) -> Path:
     save_tokenizer(tokenizer, tokenize / "tokenizer.json")
     ids = np.array(tokenizer.encode("\n".join(texts)).ids, dtype=np.uint16)
     ids.tofile(tokenize / "train.bin")
+    ids[-4000:].tofile(tokenize / "heldout.bin")
     torch.manual_seed(0)
     cfg = GPTConfig(vocab_size=tokenizer.get_vocab_size(), context=64, n_layer=1, d_model=16,
                     d_head=8, d_mlp=32)
@@ -104,3 +107,16 @@ def test_prune_job_refuses_multi_token_candidates(tmp_path: Path) -> None:
 def test_stats_reads_mean_tokens_from_either_config_shape() -> None:
     assert mean_tokens({"mean_tokens": 5}) == 5  # the compiler's shape
     assert mean_tokens({"prune": {"mean_tokens": 7}}) == 7  # docs/jobs.md's first shape
+
+
+
+def test_prune_job_writes_edges_and_node_evidence(workspace: Path) -> None:
+    # An untrained model is at chance, so a loose threshold keeps no node: both files, empty.
+    # (tests/runtime/pruning/test_evidence.py checks their content on a circuit with nodes.)
+    job_dir = write_config(workspace, "prune-evidence", prune_config(threshold=2.0))
+    results = run_job(job_dir)
+    assert pq.read_table(job_dir / EDGES_FILE).num_rows == results["n_edges"] == 0
+    evidence = json.loads((job_dir / EVIDENCE_FILE).read_text())
+    assert evidence["nodes"] == [] and evidence["n_nodes"] == results["n_nodes"] == 0
+    assert [c["answer"] for c in evidence["classes"]] == ['")', "')"]
+    assert len(evidence["sample"]["prompts"]) == 2
