@@ -7,6 +7,7 @@ sweep:
     - {model.d_model: [64, 128], train.lr: [0.02, 0.01]}
 ```
 Each point is validated as a full recipe; a problem points at the sweep value that caused it.
+A recipe-level ``seeds`` is one more axis, the innermost: every point once per model seed.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from spec.errors import Mark, Problem, RecipeError, format_path
 from spec.loader import Document, problems_from
 from spec.recipe import Recipe
 
-FIXED_FIELDS = ("name", "extends", "sweep", "description")
+FIXED_FIELDS = ("name", "extends", "sweep", "description", "seeds", "controls")
 MAX_PROBLEMS = 20
 
 
@@ -45,8 +46,19 @@ class _Axis:
 
 def expand(recipe: Recipe, doc: Document) -> list[SweepPoint]:
     """All sweep points of a validated recipe (one point, the recipe itself, without a sweep)."""
-    if not recipe.sweep:
-        return [SweepPoint({}, recipe)]
+    if recipe.seeds is not None and "seed" in recipe.sweep:
+        raise RecipeError([Problem(doc.key_marks.get(("sweep", "seed"), doc.mark_of(("sweep",))),
+                                   "sweep.seed", "'seed' is swept and `seeds` is set; use one")])
+    points = _grid(recipe, doc) if recipe.sweep else [SweepPoint({}, recipe)]
+    if recipe.seeds is None:
+        return points
+    # One point per model seed, with `seeds` cleared: a point's recipe describes one model.
+    return [SweepPoint({**point.values, "seed": seed},
+                       point.recipe.model_copy(update={"seed": seed, "seeds": None}))
+            for point in points for seed in recipe.model_seeds]
+
+
+def _grid(recipe: Recipe, doc: Document) -> list[SweepPoint]:
     axes = _axes(recipe.sweep, doc)
     base = {key: value for key, value in doc.data.items() if key != "sweep"}
     points: list[SweepPoint] = []

@@ -18,9 +18,16 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from results.replicates import (
+    BOOTSTRAP_SEED,
+    CIRCUIT_SPREAD_VIEW,
+    FAMILIES_VIEW,
+    bootstrap_draws,
+)
+
 STORE_FILE = "store.duckdb"
 LOCK_FILE = "store.lock"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 OPEN_TIMEOUT_S = 10.0
 
 # Tables in dependency-free order; the frontier view reads runs and circuits.
@@ -45,7 +52,9 @@ TABLES: dict[str, str] = {
         wall_time_s      DOUBLE,
         device           VARCHAR,
         tokens_per_s     DOUBLE,
-        seed             BIGINT,
+        seed             BIGINT,               -- model seed
+        family           VARCHAR,              -- hash of the train config minus seed and control
+        control          VARCHAR,              -- random_init | dense_baseline; NULL: the real thing
         git_commit       VARCHAR,
         git_dirty        BOOLEAN,
         code_version     VARCHAR,
@@ -79,7 +88,10 @@ TABLES: dict[str, str] = {
         sufficiency_loss DOUBLE,
         necessity_loss   DOUBLE,
         found            BOOLEAN,
-        reason           VARCHAR
+        reason           VARCHAR,
+        prune_seed       BIGINT,               -- mask init and pair sampling
+        control          VARCHAR,              -- shuffled_task | random_init; NULL: the real thing
+        not_distinguishable BOOLEAN            -- a control did as well (results/replicates.py)
     """,
     "circuit_nodes": """
         prune_key VARCHAR NOT NULL,
@@ -108,6 +120,12 @@ TABLES: dict[str, str] = {
         kind        VARCHAR NOT NULL,
         fingerprint VARCHAR NOT NULL
     """,
+    # Uniform draws of the families view's bootstrap (results/replicates.py), made on creation.
+    "bootstrap_draws": """
+        b INTEGER NOT NULL,                    -- resample
+        i INTEGER NOT NULL,                    -- position in the resample
+        u DOUBLE NOT NULL                      -- in [0, 1): picks seed number floor(u · n)
+    """,
     "store_meta": """
         name  VARCHAR PRIMARY KEY,
         value VARCHAR
@@ -116,17 +134,24 @@ TABLES: dict[str, str] = {
 
 # One frontier row per (run, protocol). A protocol is what makes circuit sizes comparable:
 # the loss threshold, the ablation and the set of tasks with a found circuit. When several prune
-# jobs found a circuit for the same run, protocol and task (a k_coef sweep), the smallest counts:
-# the circuit is by definition the smallest one reaching the threshold.
+# jobs found a circuit for the same run, protocol, task and pruning seed (a k_coef sweep), the
+# smallest counts: the circuit is by definition the smallest one reaching the threshold. Over
+# pruning seeds (replicates, not a search) the median counts. Controls' circuits are not the
+# run's, and circuits flagged not_distinguishable are left out (counted per run).
 # Pareto: no other run of the protocol has loss <= and edges <= with one strictly lower. With rows
 # ordered by loss, that is "no row with strictly lower loss has edges <= mine" (m_lt) and "no row
 # with loss <= mine has strictly fewer edges" (m_le), two window minima: O(n log n), not O(n²).
 FRONTIER_VIEW = """
 CREATE OR REPLACE VIEW frontier AS
-WITH best AS (
-    SELECT run_key, loss_threshold, ablation, task, min(n_edges) AS n_edges
+WITH per_seed AS (
+    SELECT run_key, loss_threshold, ablation, task, prune_seed, min(n_edges) AS n_edges
     FROM circuits
-    WHERE found AND n_edges IS NOT NULL
+    WHERE found AND n_edges IS NOT NULL AND control IS NULL
+      AND NOT coalesce(not_distinguishable, false)
+    GROUP BY ALL
+), best AS (
+    SELECT run_key, loss_threshold, ablation, task, median(n_edges) AS n_edges
+    FROM per_seed
     GROUP BY ALL
 ), per_run AS (
     SELECT run_key, loss_threshold, ablation,
@@ -138,8 +163,11 @@ WITH best AS (
     FROM best
     GROUP BY ALL
 ), attempted AS (
-    SELECT run_key, loss_threshold, ablation, count(DISTINCT task) AS n_attempted
+    SELECT run_key, loss_threshold, ablation,
+           count(DISTINCT task) - count(DISTINCT task) FILTER (found) AS n_not_found,
+           count(DISTINCT task) FILTER (not_distinguishable) AS n_not_distinguishable
     FROM circuits
+    WHERE control IS NULL
     GROUP BY ALL
 ), points AS (
     SELECT r.key AS run_key, r.recipe, r.sweep_point, r.sparsity_target,
@@ -147,7 +175,7 @@ WITH best AS (
            r.n_params, r.n_nonzero, r.n_layer, r.d_model,
            r.heldout_loss, p.geomean_edges, p.total_edges,
            p.loss_threshold, p.ablation, p.tasks, p.n_tasks,
-           a.n_attempted - p.n_tasks AS n_not_found,
+           a.n_not_found, a.n_not_distinguishable, r.family, r.seed, r.control,
            p.ablation || '@' || p.loss_threshold || ':' || array_to_string(p.tasks, ',')
                AS protocol
     FROM per_run p
@@ -166,6 +194,10 @@ SELECT * EXCLUDE (m_lt, m_le),
        NOT (coalesce(m_lt <= geomean_edges, false) OR m_le < geomean_edges) AS pareto
 FROM ranked
 """
+
+# Created in this order (families reads frontier); dropped in the reverse one.
+VIEWS = (FRONTIER_VIEW, CIRCUIT_SPREAD_VIEW, FAMILIES_VIEW)
+VIEW_NAMES = ("families", "circuit_spread", "frontier")
 
 
 class StoreError(Exception):
@@ -247,12 +279,18 @@ def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
         version = stored_schema_version(con)
         if version is not None and version != str(SCHEMA_VERSION):
             # Derived data: drop it all; the next ingest re-reads every job folder.
-            con.execute("DROP VIEW IF EXISTS frontier")
+            for name in VIEW_NAMES:  # dependents first
+                con.execute(f"DROP VIEW IF EXISTS {name}")
             for table in TABLES:
                 con.execute(f"DROP TABLE IF EXISTS {table}")  # names are ours, not input
         for table, columns in TABLES.items():
             con.execute(f"CREATE TABLE IF NOT EXISTS {table} ({columns})")
-        con.execute(FRONTIER_VIEW)
+        if not con.execute("SELECT count(*) FROM bootstrap_draws").fetchall()[0][0]:
+            insert(con, "bootstrap_draws", bootstrap_draws(BOOTSTRAP_SEED))
+            con.execute("INSERT OR REPLACE INTO store_meta VALUES ('bootstrap_seed', ?)",
+                        [str(BOOTSTRAP_SEED)])
+        for view in VIEWS:
+            con.execute(view)
         con.execute(
             "INSERT OR REPLACE INTO store_meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)]
         )

@@ -1,6 +1,9 @@
 """The ``prune`` job kind: the smallest circuit of one task at a fixed task loss (method §4).
 
-Config: ``{seed, task, prune: PruneSpec, inputs: {tokenize, train, stats}}``. Reads the model
+Config: ``{seed, task, prune: PruneSpec, inputs: {tokenize, train, stats}}``, plus
+``control: shuffled_task`` for that control (the task's answers assigned at random per pair,
+runtime/tasks/shuffle.py) or ``control: random_init`` (an untrained model; pruned as usual).
+``seed`` is the pruning seed: mask init and pair sampling. Reads the model
 (``<train>/model.safetensors``), the tokenizer (``<tokenize>/tokenizer.json``) and the means
 (``<stats>/means.safetensors``, only for ``ablation: mean``); writes ``circuit.json`` and returns
 the results of docs/jobs.md. A full model that misses the threshold is a result
@@ -21,6 +24,7 @@ from runtime.pruning.ablation import MEANS_FILE, load_means
 from runtime.pruning.circuit import SITE_KINDS, circuit_to_json, count_edges
 from runtime.pruning.prune import encode_pairs, prune
 from runtime.tasks import get_task
+from runtime.tasks.shuffle import shuffle_answers
 from runtime.training.checkpoint import load_model
 from runtime.training.train import describe_device, pick_device
 from spec.recipe import PruneSpec
@@ -48,10 +52,13 @@ def run(
         )
     means = load_means(inputs["stats"] / MEANS_FILE) if spec.ablation == "mean" else None
     context = model.cfg.context
-    train = encode_pairs(task.pairs(spec.train_pairs, "train", seed), tokenizer,
-                         task.candidates, context)
-    heldout = encode_pairs(task.pairs(spec.heldout_pairs, "heldout", seed), tokenizer,
-                           task.candidates, context)
+    pairs = {split: task.pairs(n, split, seed)
+             for split, n in (("train", spec.train_pairs), ("heldout", spec.heldout_pairs))}
+    if config.get("control") == "shuffled_task":
+        pairs = {split: shuffle_answers(split_pairs, f"{task.name}:{split}:{seed}")
+                 for split, split_pairs in pairs.items()}
+    train, heldout = (encode_pairs(pairs[split], tokenizer, task.candidates, context)
+                      for split in ("train", "heldout"))
 
     result = prune(model, train, heldout, means, spec, seed,
                    progress=lambda info: progress({"task": task.name, **info}))

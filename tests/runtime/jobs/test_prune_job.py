@@ -104,3 +104,12 @@ def test_prune_job_refuses_multi_token_candidates(tmp_path: Path) -> None:
 def test_stats_reads_mean_tokens_from_either_config_shape() -> None:
     assert mean_tokens({"mean_tokens": 5}) == 5  # the compiler's shape
     assert mean_tokens({"prune": {"mean_tokens": 7}}) == 7  # docs/jobs.md's first shape
+
+
+def test_shuffled_task_control_prunes_on_answers_assigned_at_random(workspace: Path) -> None:
+    real = run_job(write_config(workspace, "prune-real", prune_config(threshold=2.0)))
+    shuffled_config = {**prune_config(threshold=2.0), "control": "shuffled_task"}
+    shuffled = run_job(write_config(workspace, "prune-shuffled", shuffled_config))
+    assert shuffled.keys() >= RESULT_FIELDS
+    # the same model and prompts, other answers: another task loss
+    assert shuffled["full_model_loss"] != pytest.approx(real["full_model_loss"])
