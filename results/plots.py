@@ -36,11 +36,40 @@ def frontier_rows(workspace: Path, protocol: str | None = None) -> tuple[str, li
         if counts.num_rows == 0:
             raise StoreError("the frontier is empty: no run has a found circuit yet")
         protocol = counts["protocol"][0].as_py()
-    rows = fetch(workspace, "SELECT * FROM frontier WHERE protocol = ? "
-                            "ORDER BY geomean_edges, heldout_loss", [protocol]).to_pylist()
+    rows = fetch(workspace, FRONTIER_ROWS_SQL, [protocol]).to_pylist()
     if not rows:
         raise StoreError(f"no frontier rows for protocol {protocol!r}")
     return protocol, rows
+
+
+# Each run with its family's replicate summary (results/replicates.py), for the error bars.
+FRONTIER_ROWS_SQL = """
+SELECT f.*, m.n_seeds AS family_seeds, m.geomean_edges AS family_edges,
+       m.ci_low AS family_ci_low, m.ci_high AS family_ci_high,
+       m.heldout_loss AS family_loss, m.heldout_loss_min AS family_loss_min,
+       m.heldout_loss_max AS family_loss_max
+FROM frontier f LEFT JOIN families m USING (family, protocol)
+WHERE f.protocol = ?
+ORDER BY f.geomean_edges, f.heldout_loss
+"""
+
+
+def _family_error_bars(ax: Any, rows: list[dict[str, Any]]) -> list[Line2D]:
+    """One bar per model family with several seeds: the bootstrap 95 % CI of its geometric-mean
+    edges across, the range of its held-out losses up and down, at (geomean, mean loss)."""
+    families = {r["family"]: r for r in rows if (r.get("family_seeds") or 0) >= 2
+                and r["family_ci_low"] is not None}
+    for r in families.values():
+        x = max(r["family_edges"], 1.0)
+        ax.errorbar(x, r["family_loss"],
+                    xerr=[[x - max(r["family_ci_low"], 1.0)], [max(r["family_ci_high"], 1.0) - x]],
+                    yerr=[[r["family_loss"] - r["family_loss_min"]],
+                          [r["family_loss_max"] - r["family_loss"]]],
+                    fmt="D", ms=5, color="0.15", mfc="white", capsize=3, lw=1, zorder=4)
+    if not families:
+        return []
+    return [Line2D([], [], marker="D", ls="-", color="0.15", mfc="white",
+                   label="family over seeds: 95 % CI (edges), loss range")]
 
 
 def _target_norm(targets: list[float]) -> Normalize:
@@ -88,6 +117,7 @@ def frontier_figure(protocol: str, rows: list[dict[str, Any]]) -> Figure:
         Line2D([], [], marker="s", ls="", mfc="white", mec="black", label="dense (target 1.0)"),
         Line2D([], [], marker="o", ls="", mfc="white", mec="black", label="weight-sparse"),
         Line2D([], [], color="crimson", label="Pareto front"),
+        *_family_error_bars(ax, rows),
     ]
     ax.legend(handles=handles, loc="best", fontsize=8)  # away from the points and the front
     colorbar = fig.colorbar(scatter, ax=ax, pad=0.02, label="sparsity target (kept fraction)")

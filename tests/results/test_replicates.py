@@ -125,3 +125,25 @@ def test_a_control_that_reaches_the_threshold_small_flags_the_circuit(tmp_path: 
     before = run_query(ws, "SELECT * FROM circuits ORDER BY key", "csv")
     ingest(ws)
     assert run_query(ws, "SELECT * FROM circuits ORDER BY key", "csv") == before
+
+
+def test_frontier_plot_draws_a_family_interval_and_the_report_shows_it(tmp_path: Path) -> None:
+    from matplotlib.container import ErrorbarContainer
+
+    from results.plots import frontier_figure, frontier_rows
+    from results.report import render_report
+
+    ws = tmp_path / "ws"
+    family_workspace(ws, EDGES)
+    synthetic.prune_job(ws, synthetic.train_job(ws, sparsity_target=0.1, heldout_loss=2.0),
+                        "with_as", 60, control="shuffled_task")  # flags seed 0's with_as
+    ingest(ws)
+    protocol, points = frontier_rows(ws)
+    ax = frontier_figure(protocol, points).axes[0]
+    (bars,) = [c for c in ax.containers if isinstance(c, ErrorbarContainer)]
+    (family,) = rows(ws, "SELECT * FROM families WHERE protocol = ?", [protocol])
+    x_segment = bars.lines[2][0].get_segments()[0]
+    assert [x for x, _ in x_segment] == pytest.approx([family["ci_low"], family["ci_high"]])
+    html = render_report(ws, tmp_path / "report.html").read_text()
+    assert 'id="families-table"' in html and 'id="controls-table"' in html
+    assert "not distinguishable from its controls" in html
