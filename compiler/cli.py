@@ -222,8 +222,12 @@ def plan(
         table.add_row(kind, str(len(jobs)), str(cached), str(len(jobs) - cached))
     out.print(table)
     tokens = sum(p.recipe.train.tokens for p in compiled.points)
+    # random_init controls are train jobs that train nothing
+    untrained = sum(job.config.get("control") == "random_init" for job in train_jobs)
+    controls = f" (+{untrained} untrained control(s))" if untrained else ""
     out.print(
-        f"training: {len(train_jobs)} model(s), {_si(tokens, billion='B')} tokens in all, "
+        f"training: {len(train_jobs) - untrained} model(s){controls}, "
+        f"{_si(tokens, billion='B')} tokens in all, "
         f"≈ {_si(flops)}FLOP (6·N·D)"
     )
     pending = [job for job in compiled.pending() if job.kind != "ingest"]

@@ -9,6 +9,7 @@ sweep:
 Each point is validated as a full recipe; a problem points at the sweep value that caused it
 (or, for a path that does not exist, at the path, once). ``load_points`` validates the recipe
 and all its points in one pass, so a mistake in the base never hides one in the sweep.
+A recipe-level ``seeds`` is one more axis, the innermost: every point once per model seed.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from spec.errors import Mark, Problem, RecipeError, format_path
 from spec.loader import Document, load_document, problems_from, validate
 from spec.recipe import Recipe
 
-FIXED_FIELDS = ("name", "extends", "sweep", "description")
+FIXED_FIELDS = ("name", "extends", "sweep", "description", "seeds", "controls")
 MAX_PROBLEMS = 20
 
 
@@ -70,7 +71,7 @@ def load_points(
             problems += [problem for problem in error.problems if str(problem) not in seen]
     if problems or recipe is None:
         raise RecipeError(sorted(problems, key=_position))
-    return recipe, points or [SweepPoint({}, recipe)]
+    return recipe, _with_seeds(recipe, doc, points or [SweepPoint({}, recipe)])
 
 
 def _position(problem: Problem) -> tuple[str, int, int]:
@@ -79,9 +80,20 @@ def _position(problem: Problem) -> tuple[str, int, int]:
 
 def expand(recipe: Recipe, doc: Document) -> list[SweepPoint]:
     """All sweep points of a validated recipe (one point, the recipe itself, without a sweep)."""
-    if not recipe.sweep:
-        return [SweepPoint({}, recipe)]
-    return _points(recipe.sweep, doc)
+    points = _points(recipe.sweep, doc) if recipe.sweep else [SweepPoint({}, recipe)]
+    return _with_seeds(recipe, doc, points)
+
+
+def _with_seeds(recipe: Recipe, doc: Document, points: list[SweepPoint]) -> list[SweepPoint]:
+    if recipe.seeds is not None and "seed" in recipe.sweep:
+        raise RecipeError([Problem(doc.key_marks.get(("sweep", "seed"), doc.mark_of(("sweep",))),
+                                   "sweep.seed", "'seed' is swept and `seeds` is set; use one")])
+    if recipe.seeds is None:
+        return points
+    # One point per model seed, with `seeds` cleared: a point's recipe describes one model.
+    return [SweepPoint({**point.values, "seed": seed},
+                       point.recipe.model_copy(update={"seed": seed, "seeds": None}))
+            for point in points for seed in recipe.model_seeds]
 
 
 def _points(sweep: dict[str, Any], doc: Document) -> list[SweepPoint]:

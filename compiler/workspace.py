@@ -77,6 +77,7 @@ def materialize(plan: Plan, workspace: Path) -> None:
             "sweep_point": points.get(label, {}),
             "labels": list(job.labels),
             "code_version": code_version(job.kind),
+            **({"control": job.control} if job.control else {}),
         }
         # Not fsynced: thousands of them would cost seconds, and every run rewrites the files
         # of jobs that have not finished, so a file lost in a crash comes back.

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import time
@@ -37,6 +38,7 @@ from results.jobs import (
     job_dirs,
     read_job,
 )
+from results.replicates import CONTROL_EDGE_RATIO, FLAG_NOT_DISTINGUISHABLE
 from results.store import (
     LOCK_FILE,
     SCHEMA_VERSION,
@@ -70,7 +72,8 @@ RUNS_SCHEMA = pa.schema([
     ("steps", pa.int64()), ("heldout_loss", pa.float64()), ("unigram_loss", pa.float64()),
     ("train_loss", pa.float64()),
     ("wall_time_s", pa.float64()), ("device", pa.string()), ("tokens_per_s", pa.float64()),
-    ("seed", pa.int64()), ("git_commit", pa.string()), ("git_dirty", pa.bool_()),
+    ("seed", pa.int64()), ("family", pa.string()), ("control", pa.string()),
+    ("git_commit", pa.string()), ("git_dirty", pa.bool_()),
     ("code_version", pa.string()), ("package_versions", pa.string()), ("created_at", _TS),
 ])
 CIRCUITS_SCHEMA = pa.schema([
@@ -80,6 +83,7 @@ CIRCUITS_SCHEMA = pa.schema([
     ("n_nodes", pa.int64()), ("nodes_by_kind", pa.string()), ("n_edges", pa.int64()),
     ("edges_by_type", pa.string()), ("sufficiency_loss", pa.float64()),
     ("necessity_loss", pa.float64()), ("found", pa.bool_()), ("reason", pa.string()),
+    ("prune_seed", pa.int64()), ("control", pa.string()),
 ])
 NODES_SCHEMA = pa.schema([
     ("prune_key", pa.string()), ("site", pa.string()), ("index", pa.int32()),
@@ -142,6 +146,17 @@ def _timestamp(epoch: Any) -> datetime | None:
     return datetime.fromtimestamp(epoch, tz=timezone.utc).replace(tzinfo=None)
 
 
+# What makes two train jobs replicates of one model: everything in the config but these.
+_NOT_FAMILY = frozenset({"kind", "key", "seed", "control", "inputs", "meta"})
+
+
+def model_family(config: dict[str, Any]) -> str:
+    """A run's family: the hash of its train config minus its seed (and control), so model
+    seeds of one sweep point, and that point's random_init control, share it."""
+    rest = {k: v for k, v in config.items() if k not in _NOT_FAMILY}
+    return hashlib.sha256(json.dumps(rest, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def _run_row(job: JobFolder) -> dict[str, Any]:
     cfg, res, meta = job.config, job.results or {}, job.meta
     d_model = _get(cfg, "model", "d_model")
@@ -161,6 +176,10 @@ def _run_row(job: JobFolder) -> dict[str, Any]:
         "train_loss": res.get("train_loss"),
         "wall_time_s": res.get("wall_time_s"), "device": res.get("device"),
         "tokens_per_s": res.get("tokens_per_s"), "seed": cfg.get("seed"),
+        "family": model_family(cfg),
+        # random_init is in the config (it changes the job); a dense baseline is an ordinary
+        # dense job that only the plan's provenance marks.
+        "control": cfg.get("control", meta.get("control")),
         "git_commit": meta.get("git_commit"), "git_dirty": meta.get("git_dirty"),
         "code_version": meta.get("code_version"),
         "package_versions": _json(meta.get("package_versions")),
@@ -245,6 +264,7 @@ def _circuit_row(job: JobFolder, run_key: str) -> dict[str, Any]:
         "sufficiency_loss": res.get("sufficiency_loss"),
         "necessity_loss": res.get("necessity_loss"),
         "found": res.get("found"), "reason": res.get("reason"),
+        "prune_seed": cfg.get("seed"), "control": cfg.get("control"),
     }
 
 
@@ -417,6 +437,7 @@ def _write(con: duckdb.DuckDBPyConnection, jobs: list[JobFolder], batch: _Batch,
     replace_rows(con, "circuit_edges", "prune_key", keys,
                  pa.concat_tables([EDGES_SCHEMA.empty_table(), *batch.edges]))
     replace_rows(con, "ingested", "key", keys, _table(batch.ingested, INGESTED_SCHEMA))
+    con.execute(FLAG_NOT_DISTINGUISHABLE, [CONTROL_EDGE_RATIO])
     # jobs mirrors the folders as they are now: replaced whole, it is small.
     con.execute("DELETE FROM jobs")
     insert(con, "jobs", _table([_job_row(job) for job in jobs], JOBS_SCHEMA))

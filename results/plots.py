@@ -38,12 +38,40 @@ def frontier_rows(workspace: Path, protocol: str | None = None) -> tuple[str, li
     """
     if protocol is None:
         protocol = default_protocol(workspace)
-    rows = fetch(workspace, "SELECT * FROM frontier WHERE protocol = ? "
-                            "AND geomean_edges IS NOT NULL "
-                            "ORDER BY geomean_edges, heldout_loss", [protocol]).to_pylist()
+    rows = fetch(workspace, FRONTIER_ROWS_SQL, [protocol]).to_pylist()
     if not rows:
         raise StoreError(f"no run of protocol {protocol!r} has a circuit for every task")
     return protocol, rows
+
+
+# Each run with its family's replicate summary (results/replicates.py), for the error bars.
+FRONTIER_ROWS_SQL = """
+SELECT f.*, m.n_seeds AS family_seeds, m.geomean_edges AS family_edges,
+       m.ci_low AS family_ci_low, m.ci_high AS family_ci_high,
+       m.heldout_loss AS family_loss, m.heldout_loss_min AS family_loss_min,
+       m.heldout_loss_max AS family_loss_max
+FROM frontier f LEFT JOIN families m USING (family, protocol)
+WHERE f.protocol = ? AND f.geomean_edges IS NOT NULL
+ORDER BY f.geomean_edges, f.heldout_loss
+"""
+
+
+def _family_error_bars(ax: Any, rows: list[dict[str, Any]]) -> list[Line2D]:
+    """One bar per model family with several seeds: the bootstrap 95 % CI of its geometric-mean
+    edges across, the range of its held-out losses up and down, at (geomean, mean loss)."""
+    families = {r["family"]: r for r in rows if (r.get("family_seeds") or 0) >= 2
+                and r["family_ci_low"] is not None}
+    for r in families.values():
+        x = max(r["family_edges"], 1.0)
+        ax.errorbar(x, r["family_loss"],
+                    xerr=[[x - max(r["family_ci_low"], 1.0)], [max(r["family_ci_high"], 1.0) - x]],
+                    yerr=[[r["family_loss"] - r["family_loss_min"]],
+                          [r["family_loss_max"] - r["family_loss"]]],
+                    fmt="D", ms=5, color="0.15", mfc="white", capsize=3, lw=1, zorder=4)
+    if not families:
+        return []
+    return [Line2D([], [], marker="D", ls="-", color="0.15", mfc="white",
+                   label="family over seeds: 95 % CI (edges), loss range")]
 
 
 def _target_norm(targets: list[float]) -> Normalize:
@@ -92,6 +120,7 @@ def frontier_figure(protocol: str, rows: list[dict[str, Any]]) -> Figure:
         Line2D([], [], marker="s", ls="", mfc="white", mec="black", label="dense (target 1.0)"),
         Line2D([], [], marker="o", ls="", mfc="white", mec="black", label="weight-sparse"),
         Line2D([], [], color=FRONT_COLOUR, marker="o", ms=9, mfc="none", label="Pareto front"),
+        *_family_error_bars(ax, rows),
     ]
     ax.legend(handles=handles, loc="best", fontsize=8)  # away from the points and the front
     # Narrow and not full height: the bar is a key, not a second panel.

@@ -38,12 +38,33 @@ ORDER BY r.heldout_loss NULLS LAST, r.key
 """
 CIRCUITS_SQL = """
 SELECT c.key, c.run_key, c.task, c.found, c.reason, c.n_nodes, c.n_edges, c.achieved_loss,
-       c.loss_threshold, c.ablation, r.n_layer,
+       c.loss_threshold, c.ablation, r.n_layer, c.control, c.prune_seed, c.not_distinguishable,
        coalesce((SELECT list({'kind': n.kind, 'layer': n.layer}) FROM circuit_nodes n
                  WHERE n.prune_key = c.key), []) AS nodes
 FROM circuits c LEFT JOIN runs r ON r.key = c.run_key
 ORDER BY c.run_key, c.task, c.key
 LIMIT ?
+"""
+
+# Replicates and controls (results/replicates.py): model families with several seeds, the
+# spread over pruning seeds, and what each control found.
+FAMILIES_SQL = """
+SELECT family, recipe, sparsity_target, d_model, n_seeds, seeds, heldout_loss,
+       heldout_loss_min, heldout_loss_max, geomean_edges, ci_low, ci_high, n_not_distinguishable
+FROM families WHERE protocol = ?
+ORDER BY heldout_loss
+"""
+SPREAD_SQL = """
+SELECT run_key, task, n_seeds, n_found, median_edges, min_edges, max_edges, iqr_edges,
+       n_not_distinguishable
+FROM circuit_spread WHERE control IS NULL AND n_seeds > 1
+ORDER BY task, run_key
+"""
+CONTROLS_SQL = """
+SELECT control, task, count(*) AS circuits, count(*) FILTER (found) AS found,
+       min(n_edges) FILTER (found) AS min_edges
+FROM circuits WHERE control IS NOT NULL
+GROUP BY ALL ORDER BY control, task
 """
 
 
@@ -77,7 +98,9 @@ def report_context(workspace: Path) -> dict[str, Any]:
             nodes, circuit["n_layer"] or 1, circuit["n_edges"],
             f"{circuit['task']} · run {circuit['run_key'][:8]}"))
     counts = fetch(workspace, "SELECT (SELECT count(*) FROM runs) AS runs, "
-                              "(SELECT count(*) FROM circuits) AS circuits").to_pylist()[0]
+                              "(SELECT count(*) FROM circuits) AS circuits, "
+                              "(SELECT count(*) FILTER (not_distinguishable) FROM circuits) "
+                              "AS not_distinguishable").to_pylist()[0]
     return {
         "workspace": str(workspace),
         "generated": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -97,6 +120,10 @@ def report_context(workspace: Path) -> dict[str, Any]:
         "failed": fetch(workspace, "SELECT name, error FROM jobs WHERE state IN "
                                    "('failed', 'invalid') ORDER BY name").to_pylist(),
         "max_circuits": MAX_CIRCUITS,
+        "families": fetch(workspace, FAMILIES_SQL, [protocol]).to_pylist(),
+        "spread": fetch(workspace, SPREAD_SQL).to_pylist(),
+        "controls": fetch(workspace, CONTROLS_SQL).to_pylist(),
+        "n_not_distinguishable": counts["not_distinguishable"],
     }
 
 

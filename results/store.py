@@ -18,9 +18,16 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from results.replicates import (
+    BOOTSTRAP_SEED,
+    CIRCUIT_SPREAD_VIEW,
+    FAMILIES_VIEW,
+    bootstrap_draws,
+)
+
 STORE_FILE = "store.duckdb"
 LOCK_FILE = "store.lock"
-SCHEMA_VERSION = 4  # 3: runs.kept_fraction; 4: circuit_edges
+SCHEMA_VERSION = 5  # 3: runs.kept_fraction; 4: circuit_edges; 5: seeds, controls, trials
 OPEN_TIMEOUT_S = 10.0
 
 # Tables in dependency-free order; the frontier view reads runs and circuits.
@@ -46,7 +53,9 @@ TABLES: dict[str, str] = {
         wall_time_s      DOUBLE,
         device           VARCHAR,
         tokens_per_s     DOUBLE,
-        seed             BIGINT,
+        seed             BIGINT,               -- model seed
+        family           VARCHAR,              -- hash of the train config minus seed and control
+        control          VARCHAR,              -- random_init | dense_baseline; NULL: the real thing
         git_commit       VARCHAR,
         git_dirty        BOOLEAN,
         code_version     VARCHAR,
@@ -80,7 +89,10 @@ TABLES: dict[str, str] = {
         sufficiency_loss DOUBLE,
         necessity_loss   DOUBLE,
         found            BOOLEAN,
-        reason           VARCHAR
+        reason           VARCHAR,
+        prune_seed       BIGINT,               -- mask init and pair sampling
+        control          VARCHAR,              -- shuffled_task | random_init; NULL: the real thing
+        not_distinguishable BOOLEAN            -- a control did as well (results/replicates.py)
     """,
     "circuit_nodes": """
         prune_key VARCHAR NOT NULL,
@@ -121,6 +133,12 @@ TABLES: dict[str, str] = {
         kind        VARCHAR NOT NULL,
         fingerprint VARCHAR NOT NULL
     """,
+    # Uniform draws of the families view's bootstrap (results/replicates.py), made on creation.
+    "bootstrap_draws": """
+        b INTEGER NOT NULL,                    -- resample
+        i INTEGER NOT NULL,                    -- position in the resample
+        u DOUBLE NOT NULL                      -- in [0, 1): picks seed number floor(u · n)
+    """,
     "store_meta": """
         name  VARCHAR PRIMARY KEY,
         value VARCHAR
@@ -130,30 +148,41 @@ TABLES: dict[str, str] = {
 # One frontier row per (run, protocol). A protocol is what makes circuit sizes comparable: the
 # loss threshold, the ablation and the set of tasks the run was pruned on (found or not), so a
 # run whose circuit was not found for a task stays beside its peers with that task missing,
-# instead of moving silently into a smaller task set of its own. When several prune jobs found a
-# circuit for the same run, protocol and task (a k_coef sweep), the smallest counts: the circuit
-# is by definition the smallest one reaching the threshold. A run with a missing task has no
-# geometric mean (it is undefined over the protocol's tasks) and is never Pareto.
+# instead of moving silently into a smaller task set of its own. Controls' circuits are not the
+# run's. Per task and pruning seed the smallest circuit counts (a k_coef sweep: the circuit is by
+# definition the smallest one reaching the threshold); over pruning seeds (replicates, not a
+# search) the median. A circuit flagged not_distinguishable from its control is left out of the
+# mean and counted; a task with no found circuit leaves the run without a mean (undefined over
+# the protocol's tasks), and such a run is never Pareto.
 # Pareto, among complete rows: no other run of the protocol has loss <= and edges <= with one
 # strictly lower. With rows ordered by loss, that is "no row with strictly lower loss has edges <=
 # mine" (m_lt) and "no row with loss <= mine has strictly fewer edges" (m_le), two window minima
 # (min ignores the NULLs of incomplete rows): O(n log n), not O(n²).
 FRONTIER_VIEW = """
 CREATE OR REPLACE VIEW frontier AS
-WITH per_task AS (
-    SELECT run_key, loss_threshold, ablation, task,
-           min(n_edges) FILTER (found AND n_edges IS NOT NULL) AS n_edges
+WITH per_seed AS (
+    SELECT run_key, loss_threshold, ablation, task, prune_seed,
+           bool_or(found) AS found,
+           min(n_edges) FILTER (found AND n_edges IS NOT NULL
+                                AND NOT coalesce(not_distinguishable, false)) AS n_edges
     FROM circuits
+    WHERE control IS NULL
+    GROUP BY ALL
+), per_task AS (
+    SELECT run_key, loss_threshold, ablation, task,
+           bool_or(found) AS found, median(n_edges) AS n_edges
+    FROM per_seed
     GROUP BY ALL
 ), per_run AS (
     SELECT run_key, loss_threshold, ablation,
            list_sort(list(task)) AS tasks,
            count(*) AS n_tasks,
-           list_sort(list(task) FILTER (n_edges IS NULL)) AS missing_tasks,
-           count(*) FILTER (n_edges IS NULL) AS n_not_found,
-           CASE WHEN count(*) = count(n_edges) THEN sum(n_edges) END AS total_edges,
+           list_sort(list(task) FILTER (NOT found)) AS missing_tasks,
+           count(*) FILTER (NOT found) AS n_not_found,
+           count(*) FILTER (found AND n_edges IS NULL) AS n_not_distinguishable,
+           CASE WHEN count(*) FILTER (NOT found) = 0 THEN sum(n_edges) END AS total_edges,
            -- ln(0) is -inf and exp(-inf) is 0: a zero-edge circuit makes the mean 0, as it should
-           CASE WHEN count(*) = count(n_edges) THEN exp(avg(ln(n_edges::DOUBLE))) END
+           CASE WHEN count(*) FILTER (NOT found) = 0 THEN exp(avg(ln(n_edges::DOUBLE))) END
                AS geomean_edges
     FROM per_task
     GROUP BY ALL
@@ -163,6 +192,7 @@ WITH per_task AS (
            r.n_params, r.n_nonzero, r.n_layer, r.d_model,
            r.heldout_loss, p.geomean_edges, p.total_edges,
            p.loss_threshold, p.ablation, p.tasks, p.n_tasks, p.n_not_found, p.missing_tasks,
+           p.n_not_distinguishable, r.family, r.seed, r.control,
            p.ablation || '@' || p.loss_threshold || ':' || array_to_string(p.tasks, ',')
                AS protocol
     FROM per_run p
@@ -181,6 +211,10 @@ SELECT * EXCLUDE (m_lt, m_le),
            AND NOT (coalesce(m_lt <= geomean_edges, false) OR m_le < geomean_edges) AS pareto
 FROM ranked
 """
+
+# Created in this order (families reads frontier); dropped in the reverse one.
+VIEWS = (FRONTIER_VIEW, CIRCUIT_SPREAD_VIEW, FAMILIES_VIEW)
+VIEW_NAMES = ("families", "circuit_spread", "frontier")
 
 
 class StoreError(Exception):
@@ -262,12 +296,18 @@ def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
         version = stored_schema_version(con)
         if version is not None and version != str(SCHEMA_VERSION):
             # Derived data: drop it all; the next ingest re-reads every job folder.
-            con.execute("DROP VIEW IF EXISTS frontier")
+            for name in VIEW_NAMES:  # dependents first
+                con.execute(f"DROP VIEW IF EXISTS {name}")
             for table in TABLES:
                 con.execute(f"DROP TABLE IF EXISTS {table}")  # names are ours, not input
         for table, columns in TABLES.items():
             con.execute(f"CREATE TABLE IF NOT EXISTS {table} ({columns})")
-        con.execute(FRONTIER_VIEW)
+        if not con.execute("SELECT count(*) FROM bootstrap_draws").fetchall()[0][0]:
+            insert(con, "bootstrap_draws", bootstrap_draws(BOOTSTRAP_SEED))
+            con.execute("INSERT OR REPLACE INTO store_meta VALUES ('bootstrap_seed', ?)",
+                        [str(BOOTSTRAP_SEED)])
+        for view in VIEWS:
+            con.execute(view)
         con.execute(
             "INSERT OR REPLACE INTO store_meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)]
         )

@@ -96,9 +96,11 @@ def train_job(
     n_metrics: int = 50,
     metrics_format: str = "jsonl",
     done: bool = True,
+    control: str | None = None,
 ) -> Path:
     config = {
         "seed": seed,
+        **({"control": control} if control else {}),
         "data": {"corpus": "synthetic"},
         "model": {"n_layer": n_layer, "d_model": d_model, "d_head": 16, "d_mlp": None},
         "train": {"tokens": n_metrics * 4096},
@@ -196,11 +198,14 @@ def prune_job(
     ablation: str = "mean",
     k_coef: float = 1e-4,
     n_nodes: int = 12,
+    prune_seed: int = 0,
+    control: str | None = None,
 ) -> Path:
     train_config = json.loads((train_dir / CONFIG_FILE).read_text())
     n_layer = train_config["model"]["n_layer"]
     config = {
-        "seed": 0, "task": task,
+        "seed": prune_seed, "task": task,
+        **({"control": control} if control else {}),
         "prune": {"tasks": [task], "loss_threshold": loss_threshold, "ablation": ablation,
                   "k_coef": k_coef},
         "inputs": {"tokenize": "jobs/tokenize-000000000000",

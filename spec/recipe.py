@@ -206,6 +206,35 @@ def _known_task(name: str) -> str:
 TaskName = Annotated[str, AfterValidator(_known_task)]
 
 
+def _unique_seeds(seeds: int | list[int] | None) -> int | list[int] | None:
+    if isinstance(seeds, list) and len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds are listed more than once: {seeds}")
+    return seeds
+
+
+# `seeds: 3` (replicates from the base seed on) or `seeds: [0, 7, 42]` (exactly these).
+Seeds = Annotated[
+    Annotated[int, Field(ge=1, le=1000)] | Annotated[list[Annotated[int, Field(ge=0)]],
+                                                     Field(min_length=1, max_length=1000)]
+    | None,
+    AfterValidator(_unique_seeds),
+]
+
+
+def seed_list(base: int, seeds: int | list[int] | None) -> list[int]:
+    """The replicate seeds: just ``base`` when unset, ``base … base+n-1`` for a count."""
+    if seeds is None:
+        return [base]
+    if isinstance(seeds, int):
+        return list(range(base, base + seeds))
+    return list(seeds)
+
+
+# Controls (issue 12): extra jobs that show whether a circuit size means anything. See
+# compiler/plan.py for the jobs each one adds and results/replicates.py for the flagging rule.
+Control = Literal["random_init", "shuffled_task", "dense_baseline"]
+
+
 def _log_range(bounds: list[float]) -> list[float]:
     if not 0 < bounds[0] < bounds[1]:
         raise ValueError(f"want [low, high] with 0 < low < high, got {bounds}")
@@ -260,6 +289,10 @@ class PruneSpec(StrictModel):
         100, ge=0, description="Stop a trial once no mask sign has changed for this many steps "
         "(after warmup); 0 runs every step.")
     search: SearchSpec = SearchSpec()
+    seeds: Seeds = Field(
+        None, description="Pruning replicates per model (mask init and pair sampling): a count, "
+        "seeded from the model's seed on, or a list of seeds; one (the model's seed) if unset.",
+    )
 
     @model_validator(mode="after")
     def _unique(self) -> PruneSpec:
@@ -329,6 +362,15 @@ class Recipe(StrictModel):
     description: str = ""
     extends: str | None = Field(None, description="A base recipe, deep-merged under this one.")
     seed: int = Field(0, ge=0)
+    seeds: Seeds = Field(
+        None, description="Model replicates of every sweep point (each its own train, stats and "
+        "prune jobs; the tokenizer shared): a count, seeded from `seed` on, or a list of seeds.",
+    )
+    controls: list[Control] = Field(
+        [], description="Control jobs: random_init (the same architecture untrained, pruned the "
+        "same way), shuffled_task (each task's answers assigned at random per pair, pruned on "
+        "the trained model), dense_baseline (a dense model of each sparse point's shape).",
+    )
     data: DataSpec = DataSpec()
     model: ModelSpec = ModelSpec()
     train: TrainSpec = TrainSpec()
@@ -340,3 +382,14 @@ class Recipe(StrictModel):
         "'zip: [{a: [...], b: [...]}]' varies paths together.",
     )
     resources: ResourcesSpec = ResourcesSpec()
+
+    @field_validator("controls")
+    @classmethod
+    def _unique_controls(cls, controls: list[str]) -> list[str]:
+        if len(set(controls)) != len(controls):
+            raise ValueError("controls are listed more than once")
+        return controls
+
+    @property
+    def model_seeds(self) -> list[int]:
+        return seed_list(self.seed, self.seeds)

@@ -1,6 +1,9 @@
 """The ``prune`` job kind: the smallest circuit of one task at a fixed task loss (method §4).
 
-Config: ``{seed, task, prune: PruneSpec, inputs: {tokenize, train, stats}}``. Reads the model
+Config: ``{seed, task, prune: PruneSpec, inputs: {tokenize, train, stats}}``, plus
+``control: shuffled_task`` for that control (the task's answers assigned at random per pair,
+runtime/tasks/shuffle.py) or ``control: random_init`` (an untrained model; pruned as usual).
+``seed`` is the pruning seed: mask init and pair sampling. Reads the model
 (``<train>/model.safetensors``), the tokenizer (``<tokenize>/tokenizer.json``) and the means
 (``<stats>/means.safetensors``, only for ``ablation: mean``); writes ``circuit.json`` and returns
 the results of docs/jobs.md. A task with no circuit that meets the threshold is a result
@@ -25,6 +28,7 @@ from runtime.pruning.evidence import EvidenceLimits, write_evidence
 from runtime.pruning.pairs import PairBatch, encode_pairs
 from runtime.pruning.prune import protocol_judge, prune
 from runtime.tasks import get_task
+from runtime.tasks.shuffle import shuffle_answers
 from runtime.training.checkpoint import load_model
 from runtime.training.train import describe_device, pick_device
 from spec.recipe import PruneSpec
@@ -54,7 +58,10 @@ def run(
     context = model.cfg.context
 
     def pairs(n: int, split: str) -> PairBatch:
-        return encode_pairs(task.pairs(n, split, seed), tokenizer, task.candidates, context)
+        drawn = task.pairs(n, split, seed)
+        if config.get("control") == "shuffled_task":  # the nonsense task of the same tokens
+            drawn = shuffle_answers(drawn, f"{task.name}:{split}:{seed}")
+        return encode_pairs(drawn, tokenizer, task.candidates, context)
 
     train, heldout = pairs(spec.train_pairs, "train"), pairs(spec.heldout_pairs, "heldout")
     test = pairs(spec.test_pairs, "test").without(heldout)

@@ -3,7 +3,8 @@
 Config (docs/jobs.md): ``{seed, data, model, train, sparsity, inputs: {tokenize}}``. Reads
 ``<workspace>/<inputs.tokenize>/{train,heldout}.bin``; writes ``model.safetensors``,
 ``metrics.jsonl`` and ``checkpoints/`` (only the newest kept once training is done). Re-running a
-killed job resumes from its newest valid checkpoint.
+killed job resumes from its newest valid checkpoint. With ``control: random_init`` the model is
+only initialised and projected (runtime/training/untrained.py): 0 steps, no metrics.
 
 A job launched as several processes (torchrun, or SLURM tasks: runtime/training/distributed.py)
 trains data-parallel; rank 0 writes every file and returns the results, the other ranks return
@@ -23,6 +24,7 @@ from runtime.model import GPTConfig
 from runtime.training import distributed
 from runtime.training.checkpoint import remove_old_checkpoints, save_model
 from runtime.training.train import train
+from runtime.training.untrained import untrained
 from spec.recipe import DataSpec, ModelSpec, SparsitySpec, TrainSpec
 
 MODEL_FILE = "model.safetensors"
@@ -35,6 +37,13 @@ def run(
     data = DataSpec.model_validate(config["data"])
     cfg = GPTConfig.from_specs(ModelSpec.model_validate(config["model"]), data)
     tokenize_dir = workspace / config["inputs"]["tokenize"]
+    if config.get("control") == "random_init":
+        result = untrained(cfg, TrainSpec.model_validate(config["train"]),
+                           SparsitySpec.model_validate(config["sparsity"]), config["seed"],
+                           open_tokens(tokenize_dir, "train", cfg.vocab_size),
+                           open_tokens(tokenize_dir, "heldout", cfg.vocab_size))
+        save_model(result.model, cfg, job_dir / MODEL_FILE)
+        return {**result.summary(), "unigram_heldout_loss": _unigram_loss(tokenize_dir)}
     layout = distributed.detect_layout(os.environ)
     with distributed.process_group(layout):
         result = train(
@@ -54,9 +63,12 @@ def run(
     save_model(result.model, cfg, job_dir / MODEL_FILE)
     remove_old_checkpoints(job_dir / CHECKPOINT_DIR, keep=1)
     progress({"step": result.steps, "total_steps": result.steps, "done": True}, force=True)
-    # The baseline a trained model must beat, beside its loss in the store (token files made
-    # by hand, as in tests, come without it).
+    return {**result.summary(), "unigram_heldout_loss": _unigram_loss(tokenize_dir)}
+
+
+def _unigram_loss(tokenize_dir: Path) -> float | None:
+    """The baseline a trained model must beat, beside its loss in the store (token files made
+    by hand, as in tests, come without it)."""
     tokenize_results = tokenize_dir / RESULTS_FILE
-    unigram = (read_json(tokenize_results).get("unigram_heldout_loss")
-               if tokenize_results.is_file() else None)
-    return {**result.summary(), "unigram_heldout_loss": unigram}
+    return (read_json(tokenize_results).get("unigram_heldout_loss")
+            if tokenize_results.is_file() else None)

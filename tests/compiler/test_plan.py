@@ -87,3 +87,87 @@ def test_diff_configs_names_fields() -> None:
         "a.c: 2 → 3",
         "a.d: added (4)",
     ]
+
+
+SEEDED = """\
+name: t
+seeds: 3
+prune: {tasks: [single_double_quote, bracket_counting], seeds: 2}
+sweep:
+  sparsity.target: [1.0, 0.1]
+"""
+
+
+def counts(plan) -> dict[str, int]:
+    return {kind: len(plan.stage(kind)) for kind in ("tokenize", "train", "stats", "prune")}
+
+
+def test_seeds_fan_out_models_and_pruning_over_one_tokenizer(tmp_path: Path) -> None:
+    plan = compile_text(tmp_path, SEEDED)
+    # 2 points x 3 model seeds, each pruned on 2 tasks x 2 pruning seeds
+    assert counts(plan) == {"tokenize": 1, "train": 6, "stats": 6, "prune": 24}
+    assert sorted({job.config["seed"] for job in plan.stage("train")}) == [0, 1, 2]
+    # pruning seeds start at the model's seed and share its train and stats jobs
+    for train in plan.stage("train"):
+        prunes = [j for j in plan.stage("prune") if j.deps[1] == train.key]
+        assert sorted({j.config["seed"] for j in prunes}) == [train.config["seed"],
+                                                              train.config["seed"] + 1]
+        assert len(prunes) == 4 and len({j.deps[2] for j in prunes}) == 1
+    assert plan.points[1].label == "sparsity.target=1.0,seed=1"
+    # prune.seeds alone adds prune jobs only; without seeds the keys are those of before
+    unseeded = compile_text(tmp_path,
+                            SEEDED.replace("seeds: 3\n", "").replace(", seeds: 2", ""))
+    only_prune = compile_text(tmp_path, SEEDED.replace("seeds: 3\n", ""))
+    assert counts(only_prune) == {"tokenize": 1, "train": 2, "stats": 2, "prune": 8}
+    assert {j.key for j in unseeded.jobs.values() if j.kind != "ingest"} <= set(only_prune.jobs)
+    listed = compile_text(tmp_path, SEEDED.replace("seeds: 3", "seeds: [5, 9]"))
+    assert sorted(j.config["seed"] for j in listed.stage("train")) == [5, 5, 9, 9]
+
+
+def test_controls_compile_into_jobs_that_share_upstream_work(tmp_path: Path) -> None:
+    text = """\
+name: t
+controls: [random_init, shuffled_task, dense_baseline]
+prune: {tasks: [single_double_quote, bracket_counting]}
+sweep:
+  sparsity.target: [0.1, 0.05]
+"""
+    plan = compile_text(tmp_path, text)
+    trains = plan.stage("train")
+    by_control = {c: [j for j in trains if j.control == c]
+                  for c in (None, "dense_baseline", "random_init")}
+    # two sparse points, one dense baseline shared by both, an untrained twin of all three
+    assert [len(by_control[c]) for c in by_control] == [2, 1, 3]
+    assert by_control["dense_baseline"][0].config["sparsity"]["target"] == 1.0
+    assert "control" not in by_control["dense_baseline"][0].config  # an ordinary dense job
+    assert all(j.config["control"] == "random_init" for j in by_control["random_init"])
+    assert len(plan.stage("tokenize")) == 1 and len(plan.stage("stats")) == 6
+    # per model and task: the real circuit, the shuffled task on the same model and stats,
+    # and the untrained twin's circuit
+    prunes = plan.stage("prune")
+    assert len(prunes) == 3 * 2 * 3
+    shuffled = [j for j in prunes if j.config.get("control") == "shuffled_task"]
+    real = [j for j in prunes if "control" not in j.config]
+    assert len(shuffled) == len(real) == 6
+    assert {j.deps for j in shuffled} == {j.deps for j in real}
+    # a sweep that has the dense point already gets no second one
+    with_dense = compile_text(tmp_path, text.replace("[0.1, 0.05]", "[1.0, 0.1]"))
+    dense = [j for j in with_dense.stage("train")
+             if j.config["sparsity"]["target"] == 1.0 and "control" not in j.config]
+    assert len(dense) == 1 and dense[0].control is None
+
+
+def test_seeds_and_controls_are_validated(tmp_path: Path) -> None:
+    import pytest
+
+    from spec.errors import RecipeError
+
+    for bad, message in [
+        ("seeds: 0", "greater than or equal to 1"),
+        ("seeds: [1, 1]", "more than once"),
+        ("controls: [random]", "random_init"),
+        ("seeds: 2\nsweep: {seed: [0, 1]}", "'seed' is swept and `seeds` is set"),
+    ]:
+        with pytest.raises(RecipeError, match=message) as error:
+            compile_text(tmp_path, f"name: t\n{bad}\n")
+        assert "r.yaml:" in str(error.value)

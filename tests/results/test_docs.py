@@ -23,6 +23,11 @@ def test_the_doc_has_examples() -> None:
 def test_example_query_runs(workspace: Path, sql: str) -> None:
     failed = synthetic.train_job(workspace, sparsity_target=0.3, heldout_loss=2.0, done=False)
     (failed / "failed.json").write_text('{"error": "ValueError: bad shard"}')
+    # a second model seed and a shuffled-task control, for the replicate and control examples
+    replicate = synthetic.train_job(workspace, sparsity_target=0.1, heldout_loss=2.3, seed=9)
+    for task, edges in (("single_double_quote", 120), ("bracket_counting", 70)):
+        synthetic.prune_job(workspace, replicate, task, edges)
+        synthetic.prune_job(workspace, replicate, task, 3 * edges, control="shuffled_task")
     ingest(workspace)
     text = run_query(workspace, sql, "csv")
     assert len(text.splitlines()) >= 2, sql  # a header and at least one row

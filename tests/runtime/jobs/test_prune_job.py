@@ -120,3 +120,12 @@ def test_prune_job_writes_edges_and_node_evidence(workspace: Path) -> None:
     assert evidence["nodes"] == [] and evidence["n_nodes"] == results["n_nodes"] == 0
     assert [c["answer"] for c in evidence["classes"]] == ['")', "')"]
     assert len(evidence["sample"]["prompts"]) == 2
+
+
+def test_shuffled_task_control_prunes_on_answers_assigned_at_random(workspace: Path) -> None:
+    real = run_job(write_config(workspace, "prune-real", prune_config(threshold=2.0)))
+    shuffled_config = {**prune_config(threshold=2.0), "control": "shuffled_task"}
+    shuffled = run_job(write_config(workspace, "prune-shuffled", shuffled_config))
+    assert shuffled.keys() >= RESULT_FIELDS
+    # the same model and prompts, other answers: another task loss
+    assert shuffled["full_model_loss"] != pytest.approx(real["full_model_loss"])
