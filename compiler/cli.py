@@ -501,6 +501,7 @@ def circuit(
     workspace: WorkspaceOpt = None,
     output: Annotated[Path | None, typer.Option(
         "-o", "--output", help="HTML file (default: <workspace>/circuits/<prune job>.html).",
+        metavar="FILE",
         show_default=False)] = None,
 ) -> None:
     """Write one self-contained page that draws a circuit: nodes by layer and site, edges by

@@ -84,6 +84,17 @@ CIRCUITS_SCHEMA = pa.schema([
     ("edges_by_type", pa.string()), ("sufficiency_loss", pa.float64()),
     ("necessity_loss", pa.float64()), ("found", pa.bool_()), ("reason", pa.string()),
     ("prune_seed", pa.int64()), ("control", pa.string()),
+    ("random_circuit_loss", pa.float64()), ("kl_to_full", pa.float64()),
+    ("calibrate", pa.bool_()), ("freeze_norms", pa.bool_()), ("silent_zero", pa.bool_()),
+    ("calibration_scale", pa.float64()), ("tied_nodes", pa.int64()), ("n_trials", pa.int32()),
+    ("n_test_pairs", pa.int32()),
+])
+TRIALS_SCHEMA = pa.schema([
+    ("prune_key", pa.string()), ("trial", pa.int32()), ("k_coef", pa.float64()),
+    ("lr", pa.float64()), ("temperature", pa.float64()), ("steps_run", pa.int32()),
+    ("nodes_on", pa.int32()), ("tied_nodes", pa.int32()), ("prefix_k", pa.int32()),
+    ("n_nodes", pa.int32()), ("n_edges", pa.int64()), ("loss", pa.float64()),
+    ("evaluations", pa.int32()),
 ])
 NODES_SCHEMA = pa.schema([
     ("prune_key", pa.string()), ("site", pa.string()), ("index", pa.int32()),
@@ -265,7 +276,16 @@ def _circuit_row(job: JobFolder, run_key: str) -> dict[str, Any]:
         "necessity_loss": res.get("necessity_loss"),
         "found": res.get("found"), "reason": res.get("reason"),
         "prune_seed": cfg.get("seed"), "control": cfg.get("control"),
+        **{name: res.get(name) for name in (
+            "random_circuit_loss", "kl_to_full", "calibrate", "freeze_norms", "silent_zero",
+            "calibration_scale", "tied_nodes", "n_trials", "n_test_pairs")},
     }
+
+
+def _trial_rows(job: JobFolder) -> list[dict[str, Any]]:
+    trials = (job.results or {}).get("trials") or []
+    return [{"prune_key": job.key, **{name: trial.get(name) for name in TRIALS_SCHEMA.names[1:]}}
+            for trial in trials]
 
 
 def _circuit_nodes(job: JobFolder) -> list[dict[str, Any]]:
@@ -313,6 +333,7 @@ class _Batch:
     runs: list[dict[str, Any]] = field(default_factory=list)
     circuits: list[dict[str, Any]] = field(default_factory=list)
     nodes: list[dict[str, Any]] = field(default_factory=list)
+    trials: list[dict[str, Any]] = field(default_factory=list)
     edges: list[pa.Table] = field(default_factory=list)
     ingested: list[dict[str, Any]] = field(default_factory=list)
 
@@ -325,9 +346,10 @@ class _Batch:
             if train_dir not in train_keys:
                 raise ValueError(f"its train job {train_dir or '(none)'} is not in the workspace")
             circuit, nodes = _circuit_row(job, train_keys[train_dir]), _circuit_nodes(job)
-            edges = _circuit_edges(job)
+            edges, trials = _circuit_edges(job), _trial_rows(job)
             self.circuits.append(circuit)
             self.nodes.extend(nodes)
+            self.trials.extend(trials)
             self.edges.append(edges)
         self.ingested.append({"key": job.key, "kind": job.kind, "fingerprint": job.fingerprint()})
 
@@ -434,6 +456,7 @@ def _write(con: duckdb.DuckDBPyConnection, jobs: list[JobFolder], batch: _Batch,
     replace_rows(con, "train_metrics", "run_key", keys, metrics)
     replace_rows(con, "circuits", "key", keys, _table(batch.circuits, CIRCUITS_SCHEMA))
     replace_rows(con, "circuit_nodes", "prune_key", keys, _table(batch.nodes, NODES_SCHEMA))
+    replace_rows(con, "prune_trials", "prune_key", keys, _table(batch.trials, TRIALS_SCHEMA))
     replace_rows(con, "circuit_edges", "prune_key", keys,
                  pa.concat_tables([EDGES_SCHEMA.empty_table(), *batch.edges]))
     replace_rows(con, "ingested", "key", keys, _table(batch.ingested, INGESTED_SCHEMA))

@@ -92,7 +92,32 @@ TABLES: dict[str, str] = {
         reason           VARCHAR,
         prune_seed       BIGINT,               -- mask init and pair sampling
         control          VARCHAR,              -- shuffled_task | random_init; NULL: the real thing
-        not_distinguishable BOOLEAN            -- a control did as well (results/replicates.py)
+        not_distinguishable BOOLEAN,           -- a control did as well (results/replicates.py)
+        random_circuit_loss DOUBLE,            -- test pairs: random node sets of the same size
+        kl_to_full       DOUBLE,               -- test pairs: KL(full model ‖ circuit), nats
+        calibrate        BOOLEAN,              -- the protocol: logit calibration before judging
+        freeze_norms     BOOLEAN,              --   RMSNorm scales held at the full model's
+        silent_zero      BOOLEAN,              --   never-firing nodes ablated to zero
+        calibration_scale DOUBLE,              -- the fitted logit scale of the circuit
+        tied_nodes       BIGINT,               -- switched-on nodes whose τ tied another's
+        n_trials         INTEGER,              -- pruning settings searched (prune_trials)
+        n_test_pairs     INTEGER               -- pairs sufficiency/necessity were measured on
+    """,
+    # Every trial of every prune job's hyperparameter search (runtime/pruning/prune.py).
+    "prune_trials": """
+        prune_key   VARCHAR NOT NULL,
+        trial       INTEGER NOT NULL,          -- 0: the recipe's own settings
+        k_coef      DOUBLE,
+        lr          DOUBLE,
+        temperature DOUBLE,
+        steps_run   INTEGER,                   -- mask steps before the trial settled
+        nodes_on    INTEGER,                   -- τ > 0 at the end of optimisation
+        tied_nodes  INTEGER,
+        prefix_k    INTEGER,                   -- smallest passing prefix of the ranking
+        n_nodes     INTEGER,                   -- after greedy dropping; NULL: did not pass
+        n_edges     BIGINT,
+        loss        DOUBLE,                    -- held-out (choosing) pairs, calibrated
+        evaluations INTEGER                    -- candidate circuits evaluated
     """,
     "circuit_nodes": """
         prune_key VARCHAR NOT NULL,

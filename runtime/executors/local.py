@@ -244,7 +244,7 @@ def _last_error_line(job_dir: Path) -> str:
 
 def _describe(info: dict[str, Any]) -> list[str]:
     parts = []
-    if "loss" in info:
+    if isinstance(info.get("loss"), (int, float)):
         parts.append(f"loss {info['loss']:.3f}")
     if "tokens_per_s" in info:
         parts.append(f"{info['tokens_per_s']:,.0f} tok/s")

@@ -74,6 +74,14 @@ INVOCATIONS: dict[str, list[list[str]]] = {
     "xcompile tasks": [["tasks"]],
     "xcompile schema": [["schema"]],
     "xcompile schema -o recipe.schema.json": [["schema", "-o", "recipe.schema.json"]],
+    "xcompile report": [["report"]],
+    "xcompile show": [["show", "PRUNE"]],
+    "xcompile circuit prune-3f2a -o circuit.html": [["circuit", "PRUNE", "-o", "circuit.html"]],
+    "xcompile circuit KEY -o circuit.html": [["circuit", "PRUNE", "-o", "circuit.html"]],
+    "xcompile circuit KEY [KEY2] [-o FILE]": [["circuit", "PRUNE"],
+                                               ["circuit", "PRUNE", "PRUNE2", "-o", "two.html"]],
+    "xcompile circuit DENSE SPARSE -o compare.html": [
+        ["circuit", "PRUNE", "PRUNE2", "-o", "compare.html"]],
 }
 
 
@@ -123,8 +131,10 @@ def quickstart(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_readme_command_runs(quickstart: Path, command: str) -> None:
     train = sorted(p.name for p in (quickstart / "xcompile-runs/jobs").glob("train-*"))
     assert len(train) == 2  # the quickstart's shape: one dense, one sparse model
+    prune = sorted(p.name for p in (quickstart / "xcompile-runs/jobs").glob("prune-*"))
+    placeholders = {"KEY": train[0][:12], "PRUNE": prune[0], "PRUNE2": prune[-1]}
     for args in INVOCATIONS[command]:
-        args = [train[0][:12] if arg == "KEY" else arg for arg in args]
+        args = [placeholders.get(arg, arg) for arg in args]
         result = _xcompile(quickstart, *args)
         assert result.returncode == 0, (args, result.stderr)
         if "-o" in args:

@@ -117,7 +117,8 @@ def test_a_control_that_reaches_the_threshold_small_flags_the_circuit(tmp_path: 
     # the frontier leaves them out of the geometric mean and counts them; controls are no runs
     (point,) = rows(ws, "SELECT run_key, tasks, geomean_edges, n_not_distinguishable, "
                         "n_not_found, control FROM frontier")
-    assert point["tasks"] == ["var_swap"] and point["geomean_edges"] == pytest.approx(100)
+    assert point["tasks"] == ["var_swap", "while_return_true", "with_as"]  # the protocol
+    assert point["geomean_edges"] == pytest.approx(100)  # over the distinguishable one
     assert (point["n_not_distinguishable"], point["n_not_found"]) == (2, 0)
     assert rows(ws, "SELECT control, count(*) AS n FROM runs GROUP BY ALL ORDER BY ALL") == [
         {"control": "random_init", "n": 2}, {"control": None, "n": 1}]

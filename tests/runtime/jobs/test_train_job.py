@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from runtime.job import run_job
-from runtime.model import GPTConfig, SparseGPT, sparse_parameters
+from runtime.model import GPTConfig, SparseGPT, floor_axis, sparse_parameters
 from runtime.training.checkpoint import load_model
 from runtime.training.sparsity import project_tensors_
 
@@ -44,7 +44,7 @@ def test_random_init_trains_for_zero_tokens_at_the_target_sparsity(tmp_path: Pat
     torch.manual_seed(3)
     cfg = GPTConfig(vocab_size=300, context=16, n_layer=1, d_model=16, d_head=8, d_mlp=64)
     expected = SparseGPT(cfg)
-    project_tensors_((p for _, p in sparse_parameters(expected)), 0.25)
+    project_tensors_(((p, floor_axis(n)) for n, p in sparse_parameters(expected)), 0.25)
     model = load_model(job_dir / "model.safetensors")
     for (name, got), (_, want) in zip(model.state_dict().items(),
                                       expected.state_dict().items(), strict=True):
