@@ -433,7 +433,13 @@ def frontier(
 
     Example: xcompile frontier -o frontier.png
     """
-    from results.frontier import default_protocol, describe_left_out, left_out
+    from results.frontier import (
+        default_protocol,
+        describe_left_out,
+        describe_matched,
+        left_out,
+        matched_runs,
+    )
     from results.plots import plot_frontier
     from results.store import StoreError
 
@@ -445,7 +451,9 @@ def frontier(
             path = plot_frontier(ws, output, chosen)
         except StoreError as error:
             raise StoreError(f"{error}\n{left}".rstrip()) from None
-    sys.stderr.write(f"wrote {path}\n" + (left + "\n" if left else ""))
+        matched = describe_matched(matched_runs(ws, chosen))
+    sys.stderr.write(f"wrote {path}\n" + (left + "\n" if left else "")
+                     + (matched + "\n" if matched else ""))
 
 
 @command()

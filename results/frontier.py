@@ -11,6 +11,7 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from results.query import fetch
 from results.store import StoreError
@@ -120,3 +121,32 @@ def circuits_not_found(job_dirs: Iterable[Path]) -> list[NotFound]:
             found.append(NotFound(job_dir.name, str(results.get("task")),
                                   str(results.get("reason") or "no reason recorded")))
     return found
+
+
+# One row per sparse run of a protocol: its matched geometric-mean ratio and coverage.
+MATCHED_RUNS_SQL = """
+SELECT run_key, any_value(d_model) AS d_model, any_value(sparsity_target) AS sparsity_target,
+       any_value(n_params) AS n_params, any_value(n_nonzero) AS n_nonzero,
+       any_value(heldout_loss) AS heldout_loss, any_value(geomean_ratio) AS geomean_ratio,
+       any_value(n_matched) AS n_matched, any_value(n_tasks) AS n_tasks
+FROM matched WHERE protocol = ?
+GROUP BY run_key ORDER BY heldout_loss
+"""
+
+
+def matched_runs(workspace: Path, protocol: str) -> list[dict[str, Any]]:
+    return fetch(workspace, MATCHED_RUNS_SQL, [protocol]).to_pylist()
+
+
+def describe_matched(runs: list[dict[str, Any]]) -> str:
+    """Lines for `xcompile frontier`: each sparse run's ratio to the loss-matched dense family."""
+    if not runs:
+        return ""
+    lines = ["sparse vs loss-matched dense circuits (geometric mean of dense/sparse edges):"]
+    for r in runs:
+        ratio = ("no dense runs bracket its loss" if r["geomean_ratio"] is None
+                 else f"{r['geomean_ratio']:.2f}× smaller over {r['n_matched']}/{r['n_tasks']} "
+                 "tasks")
+        lines.append(f"  {r['run_key'][:12]} d_model {r['d_model']}, kept "
+                     f"{r['sparsity_target']:g}, loss {r['heldout_loss']:.3f}: {ratio}")
+    return "\n".join(lines)

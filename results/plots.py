@@ -7,6 +7,7 @@ circuit edges over tasks (interpretability), edges on a log axis; lower-left is 
 from __future__ import annotations
 
 import io
+import math
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,35 @@ FROM frontier f LEFT JOIN families m USING (family, protocol)
 WHERE f.protocol = ? AND f.geomean_edges IS NOT NULL
 ORDER BY f.geomean_edges, f.heldout_loss
 """
+
+
+def _params(n: int) -> str:
+    return f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.0f}k"
+
+
+def _family_lines(ax: Any, rows: list[dict[str, Any]], edges: list[float],
+                  loss: list[float]) -> list[Line2D]:
+    """The dense runs joined in order of loss, and the sparse runs of each L0 (nonzero weights,
+    to a factor of 1.5) likewise: the two families the matched comparison sets side by side."""
+    groups: dict[int | None, list[int]] = {}  # None: dense; else round(log_1.5 L0)
+    for i, r in enumerate(rows):
+        key = None if r["dense"] else round(math.log(max(r["n_nonzero"], 1), 1.5))
+        groups.setdefault(key, []).append(i)
+    handles = []
+    for key, idx in sorted(groups.items(), key=lambda item: item[0] or -1):
+        idx.sort(key=lambda i: loss[i])
+        style = {"color": "0.45", "ls": "--"} if key is None else {"color": "tab:blue"}
+        ax.plot([edges[i] for i in idx], [loss[i] for i in idx], lw=1, zorder=1, **style)
+        params = sorted(rows[i]["n_params"] for i in idx)
+        label = f"{_params(params[0])}–{_params(params[-1])} params"
+        if key is None:
+            label = f"dense: {label}"
+        else:
+            kept = sorted(rows[i]["sparsity_target"] for i in idx)
+            label = (f"sparse, L0 ≈ {_params(rows[idx[0]]['n_nonzero'])}: {label}, "
+                     f"kept {kept[-1]:g}–{kept[0]:g}")
+        handles.append(Line2D([], [], lw=1, label=label, **style))
+    return handles
 
 
 def _family_error_bars(ax: Any, rows: list[dict[str, Any]]) -> list[Line2D]:
@@ -121,6 +151,7 @@ def frontier_figure(protocol: str, rows: list[dict[str, Any]]) -> Figure:
         Line2D([], [], marker="o", ls="", mfc="white", mec="black", label="weight-sparse"),
         Line2D([], [], color=FRONT_COLOUR, marker="o", ms=9, mfc="none", label="Pareto front"),
         *_family_error_bars(ax, rows),
+        *_family_lines(ax, rows, edges, loss),
     ]
     ax.legend(handles=handles, loc="best", fontsize=8)  # away from the points and the front
     # Narrow and not full height: the bar is a key, not a second panel.

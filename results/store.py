@@ -18,6 +18,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from results.matched import MATCHED_VIEW
 from results.replicates import (
     BOOTSTRAP_SEED,
     CIRCUIT_SPREAD_VIEW,
@@ -27,7 +28,8 @@ from results.replicates import (
 
 STORE_FILE = "store.duckdb"
 LOCK_FILE = "store.lock"
-SCHEMA_VERSION = 5  # 3: runs.kept_fraction; 4: circuit_edges; 5: seeds, controls, trials
+# 3: runs.kept_fraction; 4: circuit_edges; 5: seeds, controls, trials; 6: task_edges, matched
+SCHEMA_VERSION = 6
 OPEN_TIMEOUT_S = 10.0
 
 # Tables in dependency-free order; the frontier view reads runs and circuits.
@@ -170,21 +172,15 @@ TABLES: dict[str, str] = {
     """,
 }
 
-# One frontier row per (run, protocol). A protocol is what makes circuit sizes comparable: the
-# loss threshold, the ablation and the set of tasks the run was pruned on (found or not), so a
-# run whose circuit was not found for a task stays beside its peers with that task missing,
-# instead of moving silently into a smaller task set of its own. Controls' circuits are not the
-# run's. Per task and pruning seed the smallest circuit counts (a k_coef sweep: the circuit is by
-# definition the smallest one reaching the threshold); over pruning seeds (replicates, not a
-# search) the median. A circuit flagged not_distinguishable from its control is left out of the
-# mean and counted; a task with no found circuit leaves the run without a mean (undefined over
-# the protocol's tasks), and such a run is never Pareto.
-# Pareto, among complete rows: no other run of the protocol has loss <= and edges <= with one
-# strictly lower. With rows ordered by loss, that is "no row with strictly lower loss has edges <=
-# mine" (m_lt) and "no row with loss <= mine has strictly fewer edges" (m_le), two window minima
-# (min ignores the NULLs of incomplete rows): O(n log n), not O(n²).
-FRONTIER_VIEW = """
-CREATE OR REPLACE VIEW frontier AS
+# One row per (run, threshold, ablation, task): the run's circuit size for the task, as the
+# frontier and the matched comparison read it. Controls' circuits are not the run's. Per task and
+# pruning seed the smallest circuit counts (a k_coef sweep: the circuit is by definition the
+# smallest one reaching the threshold); over pruning seeds (replicates, not a search) the median.
+# A circuit flagged not_distinguishable from its control has no n_edges here (found stays true).
+# The protocol is what makes circuit sizes comparable: the threshold, the ablation and the set of
+# tasks the run was pruned on, found or not.
+TASK_EDGES_VIEW = """
+CREATE OR REPLACE VIEW task_edges AS
 WITH per_seed AS (
     SELECT run_key, loss_threshold, ablation, task, prune_seed,
            bool_or(found) AS found,
@@ -195,12 +191,29 @@ WITH per_seed AS (
     GROUP BY ALL
 ), per_task AS (
     SELECT run_key, loss_threshold, ablation, task,
-           bool_or(found) AS found, median(n_edges) AS n_edges
+           bool_or(found) AS found, median(n_edges) AS n_edges, count(*) AS n_prune_seeds
     FROM per_seed
     GROUP BY ALL
-), per_run AS (
-    SELECT run_key, loss_threshold, ablation,
-           list_sort(list(task)) AS tasks,
+), with_tasks AS (
+    SELECT *, list_sort(list(task) OVER (PARTITION BY run_key, loss_threshold, ablation)) AS tasks
+    FROM per_task
+)
+SELECT *, ablation || '@' || loss_threshold || ':' || array_to_string(tasks, ',') AS protocol
+FROM with_tasks
+"""
+
+# One frontier row per (run, protocol). A run whose circuit was not found for a task stays beside
+# its peers with that task missing, instead of moving silently into a smaller task set of its own;
+# it has no mean (undefined over the protocol's tasks) and is never Pareto. Circuits flagged
+# not_distinguishable are left out of the mean and counted.
+# Pareto, among complete rows: no other run of the protocol has loss <= and edges <= with one
+# strictly lower. With rows ordered by loss, that is "no row with strictly lower loss has edges <=
+# mine" (m_lt) and "no row with loss <= mine has strictly fewer edges" (m_le), two window minima
+# (min ignores the NULLs of incomplete rows): O(n log n), not O(n²).
+FRONTIER_VIEW = """
+CREATE OR REPLACE VIEW frontier AS
+WITH per_run AS (
+    SELECT run_key, loss_threshold, ablation, protocol, any_value(tasks) AS tasks,
            count(*) AS n_tasks,
            list_sort(list(task) FILTER (NOT found)) AS missing_tasks,
            count(*) FILTER (NOT found) AS n_not_found,
@@ -209,17 +222,15 @@ WITH per_seed AS (
            -- ln(0) is -inf and exp(-inf) is 0: a zero-edge circuit makes the mean 0, as it should
            CASE WHEN count(*) FILTER (NOT found) = 0 THEN exp(avg(ln(n_edges::DOUBLE))) END
                AS geomean_edges
-    FROM per_task
-    GROUP BY ALL
+    FROM task_edges
+    GROUP BY run_key, loss_threshold, ablation, protocol
 ), points AS (
     SELECT r.key AS run_key, r.recipe, r.sweep_point, r.sparsity_target,
            r.sparsity_target >= 1.0 AS dense,
            r.n_params, r.n_nonzero, r.n_layer, r.d_model,
            r.heldout_loss, p.geomean_edges, p.total_edges,
            p.loss_threshold, p.ablation, p.tasks, p.n_tasks, p.n_not_found, p.missing_tasks,
-           p.n_not_distinguishable, r.family, r.seed, r.control,
-           p.ablation || '@' || p.loss_threshold || ':' || array_to_string(p.tasks, ',')
-               AS protocol
+           p.n_not_distinguishable, r.family, r.seed, r.control, p.protocol
     FROM per_run p
     JOIN runs r ON r.key = p.run_key
     WHERE r.heldout_loss IS NOT NULL
@@ -237,9 +248,9 @@ SELECT * EXCLUDE (m_lt, m_le),
 FROM ranked
 """
 
-# Created in this order (families reads frontier); dropped in the reverse one.
-VIEWS = (FRONTIER_VIEW, CIRCUIT_SPREAD_VIEW, FAMILIES_VIEW)
-VIEW_NAMES = ("families", "circuit_spread", "frontier")
+# Created in this order (each reads the ones before it); dropped in the reverse one.
+VIEWS = (TASK_EDGES_VIEW, FRONTIER_VIEW, MATCHED_VIEW, CIRCUIT_SPREAD_VIEW, FAMILIES_VIEW)
+VIEW_NAMES = ("families", "circuit_spread", "matched", "frontier", "task_edges")
 
 
 class StoreError(Exception):

@@ -1,0 +1,72 @@
+"""The `matched` view: sparse circuits against the dense family's at the same pretraining loss,
+interpolated in log space between the bracketing dense runs, never extrapolated."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from results import synthetic
+from results.ingest import ingest
+from results.query import run_query
+
+
+def rows(ws: Path, sql: str) -> list[dict]:
+    return json.loads(run_query(ws, sql, "json"))
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Path:
+    ws = tmp_path / "ws"
+    # The dense family: loss 2.0 → (400, 90) edges, loss 1.0 → (1600, 10) edges.
+    for loss, (a, b), d_model in ((2.0, (400, 90), 16), (1.0, (1600, 10), 64)):
+        dense = synthetic.train_job(ws, sparsity_target=1.0, heldout_loss=loss, d_model=d_model)
+        synthetic.prune_job(ws, dense, "with_as", a)
+        synthetic.prune_job(ws, dense, "var_swap", b)
+    # Sparse runs: inside the family's range, at a dense run's loss, and outside it.
+    for loss, (a, b), d_model in ((1.5, (100, 3), 128), (1.0, (200, 5), 256), (0.8, (50, 1), 512)):
+        sparse = synthetic.train_job(ws, sparsity_target=0.05, heldout_loss=loss, d_model=d_model)
+        synthetic.prune_job(ws, sparse, "with_as", a)
+        synthetic.prune_job(ws, sparse, "var_swap", b)
+    ingest(ws)
+    return ws
+
+
+def test_dense_size_is_interpolated_in_log_space_at_the_sparse_loss(workspace: Path) -> None:
+    got = {(r["d_model"], r["task"]): r for r in rows(
+        workspace, "SELECT * FROM matched ORDER BY d_model, task")}
+    inside = got[(128, "with_as")]
+    # halfway between losses 2.0 and 1.0: the geometric mean of 400 and 1600
+    assert inside["dense_edges"] == pytest.approx(800)
+    assert inside["ratio"] == pytest.approx(8)
+    assert (inside["dense_loss_below"], inside["dense_loss_above"]) == (1.0, 2.0)
+    assert got[(128, "var_swap")]["dense_edges"] == pytest.approx(30)  # √(90·10)
+    assert inside["geomean_ratio"] == pytest.approx(math.sqrt(8 * 10))
+    assert (inside["n_matched"], inside["n_tasks"]) == (2, 2)
+    # exactly at a dense run's loss: that run's size
+    assert got[(256, "with_as")]["dense_edges"] == pytest.approx(1600)
+    assert got[(256, "var_swap")]["ratio"] == pytest.approx(2)
+
+
+def test_a_sparse_run_outside_the_dense_range_gets_no_ratio(workspace: Path) -> None:
+    outside = rows(workspace, "SELECT * FROM matched WHERE d_model = 512")
+    assert len(outside) == 2
+    assert all(r["dense_edges"] is None and r["ratio"] is None for r in outside)
+    assert all(r["geomean_ratio"] is None and r["n_matched"] == 0 for r in outside)
+    # and dense runs are the family, not rows of their own
+    assert rows(workspace, "SELECT count(*) AS n FROM matched WHERE sparsity_target >= 1") == [
+        {"n": 0}]
+
+
+def test_frontier_names_each_sparse_runs_matched_ratio(workspace: Path) -> None:
+    from results.frontier import describe_matched, matched_runs
+
+    protocol = "mean@0.15:var_swap,with_as"
+    runs = matched_runs(workspace, protocol)
+    assert [r["d_model"] for r in runs] == [512, 256, 128]  # by loss
+    text = describe_matched(runs)
+    assert f"{math.sqrt(80):.2f}× smaller over 2/2 tasks" in text
+    assert "no dense runs bracket its loss" in text
