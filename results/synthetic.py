@@ -224,7 +224,17 @@ def prune_job(
         "n_nodes": len(nodes), "nodes_by_kind": by_kind, "n_edges": n_edges,
         "edges_by_type": {"mlp_neuron->mlp_out": n_edges},
         "sufficiency_loss": loss_threshold * 0.9, "necessity_loss": 0.69,
+        "random_circuit_loss": 0.6, "kl_to_full": 0.3, "calibrate": True, "freeze_norms": False,
+        "silent_zero": False, "calibration_scale": 1.2, "tied_nodes": 0, "n_test_pairs": 512,
         "found": found, "reason": None if found else "threshold not reached",
+        # a two-trial search: the recipe's own setting and one that found a bigger circuit
+        "n_trials": 2,
+        "trials": [{"trial": t, "k_coef": k_coef * 10**t, "lr": 3e-3, "temperature": 1.0,
+                    "steps_run": 400, "nodes_on": n_nodes, "tied_nodes": 0, "prefix_k": n_nodes,
+                    "n_nodes": n_nodes + t if found else None,
+                    "n_edges": n_edges + t if found else None,
+                    "loss": loss_threshold * 0.9 if found else None, "evaluations": 40}
+                   for t in range(2)],
     }
     files = {CIRCUIT_FILE: _dump({"task": task, "nodes": nodes}),
              EDGES_FILE: circuit_edges(nodes, n_edges),

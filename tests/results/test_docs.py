@@ -28,6 +28,10 @@ def test_example_query_runs(workspace: Path, sql: str) -> None:
     for task, edges in (("single_double_quote", 120), ("bracket_counting", 70)):
         synthetic.prune_job(workspace, replicate, task, edges)
         synthetic.prune_job(workspace, replicate, task, 3 * edges, control="shuffled_task")
+    # a narrower dense model of higher loss: the dense family now brackets the sparse runs
+    narrow = synthetic.train_job(workspace, sparsity_target=1.0, heldout_loss=2.6, d_model=16)
+    for task, edges in (("single_double_quote", 900), ("bracket_counting", 300)):
+        synthetic.prune_job(workspace, narrow, task, edges)
     ingest(workspace)
     text = run_query(workspace, sql, "csv")
     assert len(text.splitlines()) >= 2, sql  # a header and at least one row

@@ -54,7 +54,11 @@ def test_required_strings_are_single_tokens_in_context(tokenizer: Tokenizer) -> 
 
 
 def test_word_strings_are_cut_only_at_word_boundaries(texts: list[str]) -> None:
-    tokenizer = train_tokenizer(texts, vocab_size=512, required_tokens=[" a", ".add", " in"])
+    # Frequent enough that BPE learns " int", " and" and ".address" as tokens of their own: a
+    # forced cut inside them would show.
+    common = ["x = int(y) and self.address\n" * 200]
+    tokenizer = train_tokenizer(texts + common, vocab_size=512,
+                                required_tokens=[" a", ".add", " in"])
     assert check_single_tokens(tokenizer, [" a", ".add", " in"]) == []
     assert " a" in pieces(tokenizer, "x = a + 1")
     assert " a" not in pieces(tokenizer, "x and y")
