@@ -16,7 +16,7 @@ from markupsafe import Markup
 
 from results.circuit_page import PAGES_DIR, render_circuit_page
 from results.diagram import circuit_svg
-from results.frontier import default_protocol, left_out
+from results.frontier import default_protocol, left_out, matched_runs
 from results.plots import (
     curve_rows,
     figure_png,
@@ -110,6 +110,7 @@ def report_context(workspace: Path) -> dict[str, Any]:
                                       "GROUP BY protocol ORDER BY runs DESC").to_pylist(),
         "frontier_png": frontier_png,
         "left_out": left,
+        "matched": matched_runs(workspace, protocol) if protocol else [],
         "curves_png": _png_uri(figure_png(training_curves_figure(curves))) if curves else None,
         "runs": fetch(workspace, RUNS_SQL, [protocol]).to_pylist(),
         "circuits": circuits,

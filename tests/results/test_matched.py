@@ -70,3 +70,10 @@ def test_frontier_names_each_sparse_runs_matched_ratio(workspace: Path) -> None:
     text = describe_matched(runs)
     assert f"{math.sqrt(80):.2f}× smaller over 2/2 tasks" in text
     assert "no dense runs bracket its loss" in text
+
+
+def test_the_report_shows_the_matched_ratio(workspace: Path) -> None:
+    from results.report import report_context
+
+    context = report_context(workspace)
+    assert {r["d_model"]: r["n_matched"] for r in context["matched"]} == {512: 0, 256: 2, 128: 2}
