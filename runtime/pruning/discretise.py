@@ -9,8 +9,9 @@ threshold. Two things make that naive version wrong in practice, and both are ha
   kept nodes were tied.
 - **The loss is not monotone in k.** Ablating more nodes can *lower* the loss. So ``search_k``
   evaluates a geometric grid of k (0 included: an empty circuit can pass when the bias terms or
-  the bigram table solve the task), takes the smallest grid k that passes, and then searches the
-  bracket below it: every k when the bracket is small, bisection otherwise. Finally ``greedy_drop``
+  the bigram table solve the task) — and, when no grid k passes, an even grid around the best
+  one — takes the smallest k that passes, and then searches the bracket below it: every k when
+  the bracket is small, bisection otherwise. Finally ``greedy_drop``
   tries once to switch off each kept node, least important first, and keeps every removal after
   which the circuit still passes.
 
@@ -27,7 +28,8 @@ import torch
 from torch import Tensor
 
 Losses = Callable[[Tensor], list[float]]
-GRID_POINTS = 32  # geometric grid of k between 1 and n_nodes
+GRID_POINTS = 16  # geometric grid of k between 1 and n_nodes (a factor ≈ 1.5–2 per step)
+FINE_POINTS = 16  # when no grid k passes: evenly spaced k around the best one
 EXHAUSTIVE_BRACKET = 64  # evaluate every k of a bracket at most this wide
 GREEDY_BATCH = 16  # single-node removals evaluated per batched forward
 
@@ -77,6 +79,13 @@ def search_k(order: Tensor, losses: Losses, threshold: float) -> SearchResult:
     grid = k_grid(n)
     evaluate(grid)
     passing = [k for k in grid if by_k[k] <= threshold]
+    if not passing:  # a passing window may hide between grid points: look around the best one
+        best = grid.index(min(grid, key=by_k.__getitem__))
+        lo, hi = grid[max(best - 1, 0)], grid[min(best + 1, len(grid) - 1)]
+        fine = sorted({round(lo + (hi - lo) * j / FINE_POINTS) for j in range(FINE_POINTS + 1)})
+        evaluate(fine)
+        grid = sorted({*grid, *fine})
+        passing = [k for k in grid if by_k[k] <= threshold]
     if not passing:
         return SearchResult(None, None, by_k, len(by_k))
     hi = passing[0]

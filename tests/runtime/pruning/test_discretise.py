@@ -44,7 +44,7 @@ def test_search_finds_the_smallest_passing_k_when_the_loss_is_not_monotone() -> 
     result = search_k(torch.arange(n), by_prefix(table, 1.0), threshold=0.15)
     assert int(result.kept.sum()) == 639
     assert result.loss <= 0.15
-    assert result.n_evaluations < 50
+    assert result.n_evaluations < 80  # 17 grid, 16 around the best, the bracket below
 
 
 def test_search_reports_none_when_no_prefix_passes() -> None:
