@@ -1,116 +1,297 @@
-"""Wall time to prune one task, next to the time to train the same tiny model, in one run.
+"""What pruning costs (issue 11): batched mask settings vs one, a 16-trial search vs training the
+model, and one batched mask step at the paper's shape.
 
-Runs the real pipeline in memory: a BPE tokenizer on the synthetic corpus (task answers forced to
-single tokens), weight-sparse training (runtime/training/train.py), the mean-ablation stats
-(runtime/pruning/ablation.py), then pruning (runtime/pruning/prune.py) of each task, and prints
-seconds for each phase plus the circuit found. Pruning cost scales with steps × batch pairs ×
-prompt length, not with the training tokens, so the ratio depends on both recipes; the defaults are
-PruneSpec's.
+1. Quickstart shape (``--recipe``, default recipes/quickstart.yaml: its model, training and prune
+   settings, the base point's sparsity): the real pipeline in memory (corpus, BPE tokenizer, the
+   recipe's training, mean-ablation stats, task pairs), then per task
+   - mask optimisation of 1 setting vs ``--settings`` (8) batched: ``optimise_masks`` for the
+     recipe's steps and batch with ``settle_steps=0``, so both run every step (goal: 8 ≤ 2× one);
+   - ``prune()`` end to end with a ``--trials`` (16) search, divided by the training time
+     (goal ≤ 1×).
+2. Paper shape (d_model 2048, 8 layers, d_mlp 8192, vocab 2048, context 256; random weights,
+   zero-ablation fill): one mask step (forward + backward through the gated model) for
+   ``--settings`` batched vs 1, on ``--paper-pairs`` pairs of ``--paper-tokens`` tokens.
+3. Where the time goes: a cProfile of one run of each (forward, backward, discretisation,
+   calibration, validation), as shares of its total.
 
-    python bench/prune.py                                  # 2 layers, d_model 64, 1M tokens
-    python bench/prune.py --tokens 200k --prune-steps 300 --tasks single_double_quote
+Times are process CPU seconds with torch pinned to one thread: per-core figures that a loaded
+machine disturbs less than wall time (wall seconds are printed beside them). Each figure is the
+range over ``--repeats`` runs, interleaved so drift in load hits all alike.
+
+    python bench/prune.py                               # the quickstart, 3 repeats, paper shape
+    python bench/prune.py --repeats 1 --skip-paper --set train.tokens=200k
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
+import dataclasses
+import functools
+import os
+import pstats
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
+from torch import nn
 
-from runtime.data.synthetic import synthetic_programs
+from runtime.data.corpus import load_corpus, split_corpus
 from runtime.data.tokenizer import encode_documents, train_tokenizer
-from runtime.model import GPTConfig
+from runtime.model import GPTConfig, SparseGPT
 from runtime.pruning.ablation import compute_site_means
-from runtime.pruning.circuit import count_edges
-from runtime.pruning.pairs import encode_pairs
-from runtime.pruning.prune import prune
-from runtime.tasks import all_candidates, get_task
-from runtime.training.train import describe_device, pick_device, train
-from spec.recipe import PruneSpec, SparsitySpec, TrainSpec
-from spec.units import parse_count
+from runtime.pruning.circuit import NodeLayout
+from runtime.pruning.gates import ablation_values
+from runtime.pruning.pairs import PairBatch, encode_pairs
+from runtime.pruning.prune import optimise_masks, prune, search_settings
+from runtime.tasks import get_task
+from runtime.training.train import train
+from spec.loader import load_recipe
+from spec.recipe import PruneSpec, Recipe
+from spec.tasks import all_candidates
+
+PAPER = GPTConfig(vocab_size=2048, context=256, n_layer=8, d_model=2048, d_mlp=8192)
+STATS_BATCH = 64  # sequences per forward of the mean-ablation stats (as the CPU stats job)
+
+# (label, function, only when called from) for the profile: cumulative seconds of each.
+PHASES = [
+    ("forward", "set_losses", "optimise_masks"),
+    ("backward", "backward", "optimise_masks"),
+    ("mask optimisation", "optimise_masks", None),
+    ("attribution (ties)", "attribution", None),
+    ("circuit forwards (judge)", "two_logits", None),
+    ("calibration fits", "fit_calibration", None),
+    ("validation", "validate", None),
+]
 
 
-def fmt(value: float | None, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
+@dataclasses.dataclass
+class Times:
+    """CPU and wall seconds of each repeat of one measurement."""
+
+    cpu: list[float] = dataclasses.field(default_factory=list)
+    wall: list[float] = dataclasses.field(default_factory=list)
+
+    def measure(self, fn: Callable[[], Any]) -> Any:
+        cpu, wall = time.process_time(), time.perf_counter()
+        result = fn()
+        self.cpu.append(time.process_time() - cpu)
+        self.wall.append(time.perf_counter() - wall)
+        return result
+
+
+def span(values: Sequence[float], spec: str = ".2f") -> str:
+    low, high = min(values), max(values)
+    return format(low, spec) if format(low, spec) == format(high, spec) else \
+        f"{low:{spec}}–{high:{spec}}"
+
+
+def load_average() -> str:
+    return "load " + " ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+def profile_phases(fn: Callable[[], Any]) -> tuple[float, dict[str, float]]:
+    """Total CPU seconds of ``fn`` and the cumulative seconds of each ``PHASES`` entry in it."""
+    profiler = cProfile.Profile(time.process_time)
+    profiler.runcall(fn)
+    summary = pstats.Stats(profiler)
+    stats, total = summary.stats, summary.total_tt  # type: ignore[attr-defined]
+    phases: dict[str, float] = {}
+    for label, name, caller in PHASES:
+        seconds = 0.0
+        for (_, _, func), (_, _, _, cumulative, callers) in stats.items():
+            if func != name:
+                continue
+            if caller is None:
+                seconds += cumulative
+            else:
+                seconds += sum(edge[3] for (_, _, f), edge in callers.items() if f == caller)
+        if seconds:
+            phases[label] = seconds
+    return total, phases
+
+
+def print_profile(title: str, fn: Callable[[], Any]) -> None:
+    total, phases = profile_phases(fn)
+    shares = ", ".join(f"{label} {seconds / total:.0%}" for label, seconds in phases.items())
+    print(f"  profile, {title}: {total:.1f} s CPU; {shares}")
+
+
+# ---------------------------------------------------------------------------------------------
+# The quickstart pipeline, in memory
+
+
+@dataclasses.dataclass
+class Quickstart:
+    recipe: Recipe
+    model: nn.Module
+    means: dict[str, torch.Tensor]
+    tokenizer: Any
+    train_cpu_s: float
+    train_wall_s: float
+    heldout_loss: float
+
+
+def build_quickstart(recipe: Recipe) -> Quickstart:
+    """Tokenize, train and take the mean-ablation stats as the recipe's jobs do."""
+    data = recipe.data
+    train_docs, heldout_docs = split_corpus(load_corpus(data.corpus, data.max_bytes),
+                                            data.heldout_fraction)
+    tokenizer = train_tokenizer((d.text for d in train_docs), data.vocab_size, all_candidates())
+    train_ids = encode_documents(tokenizer, [d.text for d in train_docs])
+    heldout_ids = encode_documents(tokenizer, [d.text for d in heldout_docs])
+    cfg = GPTConfig.from_specs(recipe.model, data)
+    timer = Times()
+    with tempfile.TemporaryDirectory() as out_dir:
+        result = timer.measure(lambda: train(cfg, recipe.train, recipe.sparsity, recipe.seed,
+                                             train_ids, heldout_ids, Path(out_dir)))
+    means = compute_site_means(result.model, train_ids, recipe.prune.mean_tokens, STATS_BATCH,
+                               cfg.context)
+    return Quickstart(recipe, result.model, means, tokenizer, timer.cpu[0], timer.wall[0],
+                      result.heldout_loss)
+
+
+def task_pairs(qs: Quickstart, task_name: str) -> tuple[PairBatch, PairBatch, PairBatch]:
+    """Train, held-out and test pairs, drawn as the prune job draws them."""
+    task, spec, seed = get_task(task_name), qs.recipe.prune, qs.recipe.seed
+    context = qs.recipe.data.context
+
+    def pairs(n: int, split: str) -> PairBatch:
+        return encode_pairs(task.pairs(n, split, seed), qs.tokenizer, task.candidates, context)
+
+    heldout = pairs(spec.heldout_pairs, "heldout")
+    return pairs(spec.train_pairs, "train"), heldout, pairs(spec.test_pairs, "test").without(
+        heldout)
+
+
+def mask_runner(model: nn.Module, fill: dict[str, torch.Tensor], pairs: PairBatch,
+                spec: PruneSpec, n_settings: int, steps: int, batch_size: int,
+                seed: int) -> Callable[[], Any]:
+    """``optimise_masks`` for the first ``n_settings`` of the search's settings, every step."""
+    layout = NodeLayout.from_model(model)
+    search = spec.model_copy(update={"search": spec.search.model_copy(
+        update={"trials": max(n_settings, spec.search.trials)})})
+    settings = search_settings(search, seed)[:n_settings]
+    return lambda: optimise_masks(model, layout, fill, pairs, settings, steps, batch_size,
+                                  sample_seed=seed + 1, settle_steps=0)
+
+
+def bench_quickstart(qs: Quickstart, tasks: Sequence[str], n_settings: int, trials: int,
+                     mask_steps: int, repeats: int, search_repeats: int, profile: bool) -> None:
+    spec, model = qs.recipe.prune, qs.model
+    model.eval()
+    model.requires_grad_(False)
+    layout = NodeLayout.from_model(model)
+    fill = ablation_values(layout, qs.means, spec.ablation, torch.device("cpu"))
+    search_spec = spec.model_copy(update={"search": spec.search.model_copy(
+        update={"trials": trials})})
+    print(f"masks: {mask_steps} steps, settle_steps 0; search: {spec.steps} steps × "
+          f"{spec.batch_size} pairs, {spec.train_pairs} train / "
+          f"{spec.heldout_pairs} held-out pairs, threshold {spec.loss_threshold}, "
+          f"settle_steps {spec.settle_steps} in the search")
+    print(f"{'task':<18}{'1 setting s':>13}{f'{n_settings} batched s':>15}{'ratio':>11}"
+          f"{f'{trials}-trial prune() s':>20}{'/ train':>11}{'edges':>7}   load")
+    for name in tasks:
+        train_pairs, heldout, test = task_pairs(qs, name)
+        one, many, search = Times(), Times(), Times()
+        runs = {n: mask_runner(model, fill, train_pairs, spec, n, mask_steps, spec.batch_size,
+                               qs.recipe.seed) for n in (1, n_settings)}
+        run_search = functools.partial(prune, model, train_pairs, heldout, test, qs.means,
+                                       search_spec, seed=qs.recipe.seed)
+        found = None
+        for repeat in range(repeats):
+            one.measure(runs[1])
+            many.measure(runs[n_settings])
+            if repeat < search_repeats:
+                found = search.measure(run_search)
+        ratios = [b / a for a, b in zip(one.cpu, many.cpu, strict=True)]
+        edges = "-" if found is None or found.circuit is None else \
+            str(min(t.n_edges for t in found.trials if t.n_edges is not None))
+        print(f"{name:<18}{span(one.cpu):>13}{span(many.cpu):>15}{span(ratios):>10}×"
+              f"{span(search.cpu, '.1f'):>20}"
+              f"{span([s / qs.train_cpu_s for s in search.cpu]):>10}×{edges:>7}   {load_average()}")
+        print(f"{'  (wall s)':<18}{span(one.wall):>13}{span(many.wall):>15}{'':>11}"
+              f"{span(search.wall, '.1f'):>20}")
+        if profile:
+            print_profile(f"{name}, 1 setting", runs[1])
+            print_profile(f"{name}, {n_settings} batched", runs[n_settings])
+            print_profile(f"{name}, {trials}-trial prune()", run_search)
+
+
+# ---------------------------------------------------------------------------------------------
+# The paper's shape, random weights
+
+
+def random_pairs(cfg: GPTConfig, n_pairs: int, tokens: int, seed: int) -> PairBatch:
+    generator = torch.Generator().manual_seed(seed)
+    ids = torch.randint(cfg.vocab_size, (2 * n_pairs, tokens), generator=generator)
+    answers = torch.randint(cfg.vocab_size, (n_pairs, 2), generator=generator)
+    return PairBatch(ids, torch.full((2 * n_pairs,), tokens - 1),
+                     torch.cat([answers, answers.flip(1)], 1).view(-1, 2))
+
+
+def bench_paper(n_settings: int, n_pairs: int, tokens: int, repeats: int, profile: bool) -> None:
+    torch.manual_seed(0)
+    model = SparseGPT(PAPER)
+    model.eval()
+    model.requires_grad_(False)
+    fill = ablation_values(NodeLayout.from_model(model), None, "zero", torch.device("cpu"))
+    pairs = random_pairs(PAPER, n_pairs, tokens, seed=0)
+    spec = PruneSpec()
+    runs = {n: mask_runner(model, fill, pairs, spec, n, steps=1, batch_size=n_pairs, seed=0)
+            for n in (1, n_settings)}
+    print(f"paper shape: n_layer {PAPER.n_layer}, d_model {PAPER.d_model}, d_mlp {PAPER.d_mlp}, "
+          f"vocab {PAPER.vocab_size}, random weights; one mask step on {n_pairs} pairs × "
+          f"{tokens} tokens ({NodeLayout.from_model(model).n_nodes:,} nodes)")
+    one, many = Times(), Times()
+    for _ in range(repeats):
+        one.measure(runs[1])
+        many.measure(runs[n_settings])
+    ratios = [b / a for a, b in zip(one.cpu, many.cpu, strict=True)]
+    print(f"  1 setting {span(one.cpu, '.1f')} s, {n_settings} batched {span(many.cpu, '.1f')} s"
+          f" CPU ({span(ratios)}×); wall {span(one.wall, '.1f')} s, {span(many.wall, '.1f')} s"
+          f"   {load_average()}")
+    if profile:
+        print_profile(f"{n_settings} batched step", runs[n_settings])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--corpus-bytes", default="4M", help="synthetic corpus size")
-    parser.add_argument("--vocab", type=int, default=1024)
-    parser.add_argument("--context", type=int, default=128)
-    parser.add_argument("--n-layer", type=int, default=2)
-    parser.add_argument("--d-model", type=int, default=64)
-    parser.add_argument("--tokens", default="1M", help="training tokens")
-    parser.add_argument("--batch-size", type=int, default=16, help="training sequences per step")
-    parser.add_argument("--sparsity", type=float, default=0.1, help="kept fraction of weights")
-    parser.add_argument("--prune-steps", type=int, default=PruneSpec().steps)
-    parser.add_argument("--prune-batch", type=int, default=PruneSpec().batch_size)
-    parser.add_argument("--tasks", nargs="+", default=["single_double_quote", "bracket_counting"])
-    parser.add_argument("--threshold", type=float, default=PruneSpec().loss_threshold)
+    parser.add_argument("--recipe", default="recipes/quickstart.yaml")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="PATH=VALUE", help="override a recipe field, as xcompile does")
+    parser.add_argument("--tasks", nargs="+", help="default: the recipe's prune.tasks")
+    parser.add_argument("--settings", type=int, default=8, help="mask settings batched")
+    parser.add_argument("--trials", type=int, default=16, help="trials of the timed search")
+    parser.add_argument("--mask-steps", type=int, help="steps of the 1-vs-batched timing "
+                        "(default: the recipe's; time is linear in steps at settle_steps 0)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--search-repeats", type=int, default=3, help="at most --repeats")
+    parser.add_argument("--paper-pairs", type=int, default=4)
+    parser.add_argument("--paper-tokens", type=int, default=64)
+    parser.add_argument("--paper-repeats", type=int, default=2)
+    parser.add_argument("--skip-paper", action="store_true")
+    parser.add_argument("--skip-quickstart", action="store_true")
+    parser.add_argument("--no-profile", dest="profile", action="store_false")
     args = parser.parse_args()
-    device = pick_device("auto")
-    timings: dict[str, float] = {}
+    torch.set_num_threads(1)  # per-core figures, less sensitive to the neighbours' load
 
-    # Tokenizer and token arrays.
-    t0 = time.perf_counter()
-    texts = [text for _, text in synthetic_programs(0, parse_count(args.corpus_bytes))]
-    split = max(1, len(texts) // 20)
-    tokenizer = train_tokenizer(texts[split:], args.vocab, all_candidates())
-    train_ids = encode_documents(tokenizer, texts[split:])
-    heldout_ids = encode_documents(tokenizer, texts[:split])
-    timings["tokenize"] = time.perf_counter() - t0
-
-    # Weight-sparse training.
-    cfg = GPTConfig(vocab_size=tokenizer.get_vocab_size(), context=args.context,
-                    n_layer=args.n_layer, d_model=args.d_model, d_head=16,
-                    d_mlp=4 * args.d_model)
-    train_spec = TrainSpec(tokens=parse_count(args.tokens), batch_size=args.batch_size,
-                           eval_every=10**9, checkpoint_every=10**9, eval_tokens=16384)
-    with tempfile.TemporaryDirectory() as out_dir:
-        result = train(cfg, train_spec, SparsitySpec(target=args.sparsity), seed=0,
-                       train_data=train_ids, heldout_data=heldout_ids, out_dir=Path(out_dir))
-    timings["train"] = result.wall_time_s
-    model = result.model
-
-    # Mean-ablation stats.
-    spec = PruneSpec(steps=args.prune_steps, batch_size=args.prune_batch,
-                     loss_threshold=args.threshold)
-    t0 = time.perf_counter()
-    means = compute_site_means(model, train_ids, spec.mean_tokens, 64, cfg.context)
-    timings["stats"] = time.perf_counter() - t0
-
-    print(f"model: n_layer {cfg.n_layer}, d_model {cfg.d_model}, context {cfg.context}, "
-          f"vocab {cfg.vocab_size}, {result.tokens:,} tokens, kept {args.sparsity}, "
-          f"heldout loss {result.heldout_loss:.3f}, on {describe_device(device)}")
-    print(f"tokenize {timings['tokenize']:.1f}s  train {timings['train']:.1f}s  "
-          f"stats {timings['stats']:.1f}s ({spec.mean_tokens:,} tokens)")
-    print(f"prune: {spec.steps} steps × {spec.batch_size} pairs, {spec.train_pairs} train / "
-          f"{spec.heldout_pairs} held-out pairs, threshold {spec.loss_threshold}")
-    print(f"{'task':<26}{'prune s':>9}{'/ train':>9}{'full':>8}{'circuit':>9}"
-          f"{'nodes':>7}{'edges':>7}{'necess.':>9}")
-    for name in args.tasks:
-        task = get_task(name)
-        t0 = time.perf_counter()
-        split_pairs = {split: encode_pairs(task.pairs(n, split, 0), tokenizer, task.candidates,
-                                           cfg.context)
-                       for split, n in (("train", spec.train_pairs),
-                                        ("heldout", spec.heldout_pairs),
-                                        ("test", spec.test_pairs))}
-        pruned = prune(model, split_pairs["train"], split_pairs["heldout"],
-                       split_pairs["test"].without(split_pairs["heldout"]), means, spec, seed=0)
-        seconds = time.perf_counter() - t0
-        n_edges = (sum(count_edges(pruned.circuit, model).values())
-                   if pruned.circuit is not None else None)
-        print(f"{name:<26}{seconds:>9.1f}{seconds / timings['train']:>9.2f}"
-              f"{pruned.full_model_loss:>8.3f}{fmt(pruned.achieved_loss, '.3f'):>9}"
-              f"{fmt(pruned.circuit.n_nodes if pruned.circuit else None, 'd'):>7}"
-              f"{fmt(n_edges, 'd'):>7}{fmt(pruned.necessity_loss, '.3f'):>9}")
-    if device.type == "cuda":
-        print(f"peak GPU memory {torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB")
+    if not args.skip_quickstart:
+        recipe, _ = load_recipe(args.recipe, args.overrides)
+        qs = build_quickstart(recipe)
+        print(f"model: {recipe.model.n_layer} layers, d_model {recipe.model.d_model}, "
+              f"{recipe.train.tokens:,} tokens, kept {recipe.sparsity.target}, held-out loss "
+              f"{qs.heldout_loss:.3f}; training {qs.train_cpu_s:.1f} s CPU "
+              f"({qs.train_wall_s:.1f} s wall)   {load_average()}")
+        bench_quickstart(qs, args.tasks or recipe.prune.tasks, args.settings, args.trials,
+                         args.mask_steps or recipe.prune.steps, args.repeats,
+                         args.search_repeats, args.profile)
+    if not args.skip_paper:
+        bench_paper(args.settings, args.paper_pairs, args.paper_tokens, args.paper_repeats,
+                    args.profile)
 
 
 if __name__ == "__main__":
