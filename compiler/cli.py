@@ -297,6 +297,7 @@ def run(
             highlight=False,
         )
     _report_not_found(compiled, ws)
+    _print_groundtruth(compiled, ws)
     if not summary.ok:
         raise JobsFailed(
             f"{len(summary.failed)} job(s) failed, {len(summary.skipped)} skipped "
@@ -317,6 +318,17 @@ def _report_not_found(compiled: Plan, ws: Path) -> None:
     lines = [f"{len(missing)} circuit(s) not found; their runs are left out of the frontier:"]
     lines += [f"  {m.job} ({prune_jobs[m.job].labels[0]}): {m.reason}" for m in missing]
     sys.stderr.write("\n".join(lines) + "\n")  # plain: long reasons must not be re-wrapped
+
+
+def _print_groundtruth(compiled: Plan, ws: Path) -> None:
+    """The ground-truth suite's table, for the plan's groundtruth jobs that finished."""
+    from results.groundtruth import suite_table
+    from results.store import store_path
+
+    keys = [job.key for job in compiled.stage("groundtruth")]
+    if keys and store_path(ws).is_file():  # no store: the ingest failed, and says so
+        with _store_errors():
+            out.print(suite_table(ws, keys))
 
 
 def _run_local(pending: list[Job], ws: Path) -> RunSummary:
