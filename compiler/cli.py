@@ -186,8 +186,9 @@ def plan(
     ws = _workspace(workspace)
     compiled = _compile(recipe, set_, ws)
     why = reasons(compiled, ws)
-    flops = sum(estimate.training_flops(p.recipe) for p in compiled.points)
     train_jobs = compiled.stage("train")
+    trained = compiled.points if train_jobs else []  # a groundtruth-only plan trains nothing
+    flops = sum(estimate.training_flops(p.recipe) for p in trained)
     if as_json:
         out.print_json(
             json.dumps(
@@ -221,7 +222,7 @@ def plan(
         cached = sum(job.key in compiled.done for job in jobs)
         table.add_row(kind, str(len(jobs)), str(cached), str(len(jobs) - cached))
     out.print(table)
-    tokens = sum(p.recipe.train.tokens for p in compiled.points)
+    tokens = sum(p.recipe.train.tokens for p in trained)
     # random_init controls are train jobs that train nothing
     untrained = sum(job.config.get("control") == "random_init" for job in train_jobs)
     controls = f" (+{untrained} untrained control(s))" if untrained else ""

@@ -25,8 +25,10 @@ def suite_table(workspace: Path, keys: list[str]) -> Table:
     rows = fetch(workspace, SUITE_SQL, [keys]).to_pylist()
     seeds = len({row["prune_seed"] for row in rows}) > 1
     table = Table(title="ground truth: planted circuits recovered")
-    for column in ("shape", "setting", "precision", "recall", "edges found/planted"):
-        table.add_column(column, justify="left" if column in ("shape", "setting") else "right")
+    table.add_column("shape", no_wrap=True)
+    table.add_column("setting", overflow="fold")  # a long sweep label wraps, never truncates
+    for column in ("precision", "recall", "edges/planted"):
+        table.add_column(column, justify="right", no_wrap=True)
     for row in rows:
         label = str(row["setting"]) + (f" seed {row['prune_seed']}" if seeds else "")
         if row["found"]:

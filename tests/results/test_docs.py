@@ -28,6 +28,8 @@ def test_example_query_runs(workspace: Path, sql: str) -> None:
     for task, edges in (("single_double_quote", 120), ("bracket_counting", 70)):
         synthetic.prune_job(workspace, replicate, task, edges)
         synthetic.prune_job(workspace, replicate, task, 3 * edges, control="shuffled_task")
+    for k_coef, extra in ((1e-4, 0), (1e-2, 3)):  # the ground-truth suite at two settings
+        synthetic.groundtruth_job(workspace, "mlp_path", k_coef=k_coef, n_nodes=4 + extra)
     ingest(workspace)
     text = run_query(workspace, sql, "csv")
     assert len(text.splitlines()) >= 2, sql  # a header and at least one row
