@@ -326,10 +326,11 @@ def _print_groundtruth(compiled: Plan, ws: Path) -> None:
     from results.groundtruth import suite_table
     from results.store import store_path
 
-    keys = [job.key for job in compiled.stage("groundtruth")]
-    if keys and store_path(ws).is_file():  # no store: the ingest failed, and says so
+    # a job's label is "<sweep point>/<shape>[/prune_seed=…]"
+    settings = {job.key: job.labels[0].split("/")[0] for job in compiled.stage("groundtruth")}
+    if settings and store_path(ws).is_file():  # no store: the ingest failed, and says so
         with _store_errors():
-            out.print(suite_table(ws, keys))
+            out.print(suite_table(ws, settings))
 
 
 def _run_local(pending: list[Job], ws: Path) -> RunSummary:

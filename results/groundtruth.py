@@ -13,16 +13,19 @@ from rich.table import Table
 from results.query import fetch
 
 SUITE_SQL = """
-SELECT shape, setting, prune_seed, found, node_precision, node_recall, n_edges, planted_edges
+SELECT key, shape, prune_seed, found, node_precision, node_recall, n_edges, planted_edges
 FROM groundtruth
 WHERE key IN (SELECT unnest(?::VARCHAR[]))
-ORDER BY setting, prune_seed, shape
+ORDER BY prune_seed, shape
 """
 
 
-def suite_table(workspace: Path, keys: list[str]) -> Table:
-    """One row per groundtruth job in ``keys`` that the store holds."""
-    rows = fetch(workspace, SUITE_SQL, [keys]).to_pylist()
+def suite_table(workspace: Path, settings: dict[str, str]) -> Table:
+    """One row per groundtruth job (key → its setting in the plan just run) the store holds.
+    The plan's label, not the stored ``setting``: a job shared with an earlier recipe's sweep
+    point keeps that point's label in the store."""
+    rows = fetch(workspace, SUITE_SQL, [list(settings)]).to_pylist()
+    rows.sort(key=lambda row: settings[row["key"]])  # stable: seed and shape order kept
     seeds = len({row["prune_seed"] for row in rows}) > 1
     table = Table(title="ground truth: planted circuits recovered")
     table.add_column("shape", no_wrap=True)
@@ -30,7 +33,7 @@ def suite_table(workspace: Path, keys: list[str]) -> Table:
     for column in ("precision", "recall", "edges/planted"):
         table.add_column(column, justify="right", no_wrap=True)
     for row in rows:
-        label = str(row["setting"]) + (f" seed {row['prune_seed']}" if seeds else "")
+        label = settings[row["key"]] + (f" seed {row['prune_seed']}" if seeds else "")
         if row["found"]:
             scores = [f"{row['node_precision']:.2f}", f"{row['node_recall']:.2f}",
                       f"{row['n_edges']}/{row['planted_edges']}"]
