@@ -186,8 +186,9 @@ def plan(
     ws = _workspace(workspace)
     compiled = _compile(recipe, set_, ws)
     why = reasons(compiled, ws)
-    flops = sum(estimate.training_flops(p.recipe) for p in compiled.points)
     train_jobs = compiled.stage("train")
+    trained = compiled.points if train_jobs else []  # a groundtruth-only plan trains nothing
+    flops = sum(estimate.training_flops(p.recipe) for p in trained)
     if as_json:
         out.print_json(
             json.dumps(
@@ -221,7 +222,7 @@ def plan(
         cached = sum(job.key in compiled.done for job in jobs)
         table.add_row(kind, str(len(jobs)), str(cached), str(len(jobs) - cached))
     out.print(table)
-    tokens = sum(p.recipe.train.tokens for p in compiled.points)
+    tokens = sum(p.recipe.train.tokens for p in trained)
     # random_init controls are train jobs that train nothing
     untrained = sum(job.config.get("control") == "random_init" for job in train_jobs)
     controls = f" (+{untrained} untrained control(s))" if untrained else ""
@@ -297,6 +298,7 @@ def run(
             highlight=False,
         )
     _report_not_found(compiled, ws)
+    _print_groundtruth(compiled, ws)
     if not summary.ok:
         raise JobsFailed(
             f"{len(summary.failed)} job(s) failed, {len(summary.skipped)} skipped "
@@ -317,6 +319,18 @@ def _report_not_found(compiled: Plan, ws: Path) -> None:
     lines = [f"{len(missing)} circuit(s) not found; their runs are left out of the frontier:"]
     lines += [f"  {m.job} ({prune_jobs[m.job].labels[0]}): {m.reason}" for m in missing]
     sys.stderr.write("\n".join(lines) + "\n")  # plain: long reasons must not be re-wrapped
+
+
+def _print_groundtruth(compiled: Plan, ws: Path) -> None:
+    """The ground-truth suite's table, for the plan's groundtruth jobs that finished."""
+    from results.groundtruth import suite_table
+    from results.store import store_path
+
+    # a job's label is "<sweep point>/<shape>[/prune_seed=…]"
+    settings = {job.key: job.labels[0].split("/")[0] for job in compiled.stage("groundtruth")}
+    if settings and store_path(ws).is_file():  # no store: the ingest failed, and says so
+        with _store_errors():
+            out.print(suite_table(ws, settings))
 
 
 def _run_local(pending: list[Job], ws: Path) -> RunSummary:

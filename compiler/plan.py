@@ -11,6 +11,10 @@ dense point when there is one); for every model, ``shuffled_task`` adds prune jo
 ``control: shuffled_task`` (answers assigned at random, runtime/tasks/shuffle.py) and
 ``random_init`` a train job with ``control: random_init`` (trained for 0 tokens) with its own
 stats and prune jobs, all on the same tokenizer.
+
+The ground-truth suite (recipe ``groundtruth``) adds one ``groundtruth`` job per planted shape,
+prune configuration and pruning seed; they read no other job, so points that differ only outside
+``prune`` share them, and with ``groundtruth.only`` the plan has nothing else but the ingest.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from compiler.keys import RawJSON, canonical_json, compose_json, job_key
 from compiler.sweep import SweepPoint
 from runtime.job import JOBS_DIR, RESULTS_FILE
 from spec.corpora import corpus_fingerprint
+from spec.groundtruth import THRESHOLD
 from spec.recipe import Recipe, seed_list
 from spec.tasks import all_candidates
 
@@ -125,7 +130,8 @@ def compile_plan(recipe: Recipe, points: list[SweepPoint], workspace: Path) -> P
     fingerprint = functools.cache(corpus_fingerprint)
     tokenizers: dict[str, Job] = {}
     models: list[_Model] = []
-    for point in points:
+    suite_only = recipe.groundtruth is not None and recipe.groundtruth.only
+    for point in [] if suite_only else points:
         spec = point.recipe
         data = RawJSON(spec.data.model_dump_json())
         if data not in tokenizers:  # most sweeps share one corpus: key its tokenizer once
@@ -156,6 +162,8 @@ def compile_plan(recipe: Recipe, points: list[SweepPoint], workspace: Path) -> P
         if "random_init" in controls:
             untrained, untrained_stats = _model_jobs(builder, model, "random_init")
             _prune_jobs(builder, model, untrained, untrained_stats, "random_init")
+    for point in points:
+        _groundtruth_jobs(builder, point)
     builder.add("ingest", {"recipe": recipe.name}, list(plan.jobs.values()), "all")
     plan.done = _complete_jobs(workspace, plan)
     return plan
@@ -219,6 +227,22 @@ def _prune_jobs(builder: _Builder, model: _Model, train: Job, stats: Job,
                 label,
                 control or model.control,
             )
+
+
+def _groundtruth_jobs(builder: _Builder, point: SweepPoint) -> None:
+    """One job per planted shape and pruning seed of the point's prune configuration."""
+    spec = point.recipe
+    if spec.groundtruth is None:
+        return
+    prune = spec.prune
+    if "loss_threshold" not in prune.model_fields_set:  # the real tasks' default means nothing here
+        prune = prune.model_copy(update={"loss_threshold": THRESHOLD})
+    body = RawJSON(prune.model_dump_json(exclude=PRUNE_JOB_EXCLUDE))
+    seeds = seed_list(spec.seed, prune.seeds)
+    for shape in spec.groundtruth.shapes:
+        for seed in seeds:
+            label = f"{point.label}/{shape}" + (f"/prune_seed={seed}" if len(seeds) > 1 else "")
+            builder.add("groundtruth", {"seed": seed, "shape": shape, "prune": body}, [], label)
 
 
 def _complete_jobs(workspace: Path, plan: Plan) -> set[str]:

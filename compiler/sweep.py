@@ -26,7 +26,7 @@ from spec.errors import Mark, Problem, RecipeError, format_path
 from spec.loader import Document, load_document, problems_from, validate
 from spec.recipe import Recipe
 
-FIXED_FIELDS = ("name", "extends", "sweep", "description", "seeds", "controls")
+FIXED_FIELDS = ("name", "extends", "sweep", "description", "seeds", "controls", "groundtruth")
 MAX_PROBLEMS = 20
 
 

@@ -105,6 +105,21 @@ EDGES_SCHEMA = pa.schema([
     ("dst_site", pa.string()), ("dst_index", pa.int32()), ("edge_type", pa.string()),
     ("param", pa.string()), ("weight", pa.float64()),
 ])
+GROUNDTRUTH_SCHEMA = pa.schema([
+    ("key", pa.string()), ("recipe", pa.string()), ("sweep_point", pa.string()),
+    ("setting", pa.string()), ("shape", pa.string()), ("prune_seed", pa.int64()),
+    ("k_coef", pa.float64()), ("lr", pa.float64()), ("temperature", pa.float64()),
+    ("steps", pa.int32()),
+    ("trials", pa.int32()), ("calibrate", pa.bool_()), ("freeze_norms", pa.bool_()),
+    ("silent_zero", pa.bool_()), ("ablation", pa.string()), ("threshold", pa.float64()),
+    ("found", pa.bool_()), ("reason", pa.string()), ("node_precision", pa.float64()),
+    ("node_recall", pa.float64()), ("n_nodes", pa.int64()), ("planted_nodes", pa.int64()),
+    ("n_edges", pa.int64()), ("planted_edges", pa.int64()), ("missed_nodes", pa.string()),
+    ("extra_nodes", pa.string()), ("edges_by_type", pa.string()),
+    ("full_model_loss", pa.float64()), ("achieved_loss", pa.float64()),
+    ("sufficiency_loss", pa.float64()), ("necessity_loss", pa.float64()),
+    ("prune_time_s", pa.float64()),
+])
 JOBS_SCHEMA = pa.schema([
     ("key", pa.string()), ("kind", pa.string()), ("name", pa.string()), ("state", pa.string()),
     ("started_at", _TS), ("finished_at", _TS), ("wall_time_s", pa.float64()),
@@ -306,6 +321,28 @@ def _circuit_edges(job: JobFolder) -> pa.Table:
         raise ValueError(f"unreadable {EDGES_FILE}: {error}") from error
 
 
+def _groundtruth_row(job: JobFolder) -> dict[str, Any]:
+    cfg, res = job.config, job.results or {}
+    prune = cfg.get("prune") or {}
+    labels = job.meta.get("labels") or []  # "<sweep point>/<shape>[/prune_seed=…]"
+    return {
+        "key": job.key, "recipe": job.meta.get("recipe"),
+        "sweep_point": _json(job.meta.get("sweep_point", {})),
+        "setting": labels[0].split("/")[0] if labels else None,
+        "shape": res.get("shape") or cfg.get("shape"), "prune_seed": cfg.get("seed"),
+        **{name: prune.get(name) for name in (
+            "k_coef", "lr", "temperature", "steps", "calibrate", "freeze_norms", "silent_zero",
+            "ablation")},
+        "trials": _get(prune, "search", "trials"),
+        "threshold": res.get("loss_threshold", prune.get("loss_threshold")),
+        **{name: res.get(name) for name in (
+            "found", "reason", "node_precision", "node_recall", "n_nodes", "planted_nodes",
+            "n_edges", "planted_edges", "full_model_loss", "achieved_loss", "sufficiency_loss",
+            "necessity_loss", "prune_time_s")},
+        **{name: _json(res.get(name)) for name in ("missed_nodes", "extra_nodes", "edges_by_type")},
+    }
+
+
 def _job_row(job: JobFolder) -> dict[str, Any]:
     info = job.results or job.failed or {}
     # The local executor's failed.json stamps the failure as "time".
@@ -335,6 +372,7 @@ class _Batch:
     nodes: list[dict[str, Any]] = field(default_factory=list)
     trials: list[dict[str, Any]] = field(default_factory=list)
     edges: list[pa.Table] = field(default_factory=list)
+    groundtruth: list[dict[str, Any]] = field(default_factory=list)
     ingested: list[dict[str, Any]] = field(default_factory=list)
 
     def add(self, job: JobFolder, train_keys: dict[str, str]) -> None:
@@ -351,6 +389,8 @@ class _Batch:
             self.nodes.extend(nodes)
             self.trials.extend(trials)
             self.edges.append(edges)
+        elif job.kind == "groundtruth":
+            self.groundtruth.append(_groundtruth_row(job))
         self.ingested.append({"key": job.key, "kind": job.kind, "fingerprint": job.fingerprint()})
 
     def drop(self, keys: set[str]) -> None:
@@ -459,6 +499,7 @@ def _write(con: duckdb.DuckDBPyConnection, jobs: list[JobFolder], batch: _Batch,
     replace_rows(con, "prune_trials", "prune_key", keys, _table(batch.trials, TRIALS_SCHEMA))
     replace_rows(con, "circuit_edges", "prune_key", keys,
                  pa.concat_tables([EDGES_SCHEMA.empty_table(), *batch.edges]))
+    replace_rows(con, "groundtruth", "key", keys, _table(batch.groundtruth, GROUNDTRUTH_SCHEMA))
     replace_rows(con, "ingested", "key", keys, _table(batch.ingested, INGESTED_SCHEMA))
     con.execute(FLAG_NOT_DISTINGUISHABLE, [CONTROL_EDGE_RATIO])
     # jobs mirrors the folders as they are now: replaced whole, it is small.

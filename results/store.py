@@ -121,6 +121,42 @@ TABLES: dict[str, str] = {
         loss        DOUBLE,                    -- held-out (choosing) pairs, calibrated
         evaluations INTEGER                    -- candidate circuits evaluated
     """,
+    # One row per groundtruth job: a prune configuration on a planted circuit of known nodes
+    # (runtime/jobs/groundtruth.py), to compare pruning settings by node precision and recall.
+    "groundtruth": """
+        key              VARCHAR PRIMARY KEY,  -- groundtruth job key
+        recipe           VARCHAR,
+        sweep_point      JSON,                 -- the point's swept values ({} without a sweep)
+        setting          VARCHAR,              -- the point's label, e.g. prune.calibrate=True
+        shape            VARCHAR NOT NULL,     -- mlp_path | attention_copy | composition
+        prune_seed       BIGINT,
+        k_coef           DOUBLE,               -- the prune configuration ...
+        lr               DOUBLE,
+        temperature      DOUBLE,
+        steps            INTEGER,
+        trials           INTEGER,              --   prune.search.trials
+        calibrate        BOOLEAN,
+        freeze_norms     BOOLEAN,
+        silent_zero      BOOLEAN,
+        ablation         VARCHAR,
+        threshold        DOUBLE,               --   the loss threshold pruned at
+        found            BOOLEAN,
+        reason           VARCHAR,              -- why not found
+        node_precision   DOUBLE,               -- planted share of the found nodes; NULL: not found
+        node_recall      DOUBLE,               -- found share of the planted nodes
+        n_nodes          BIGINT,
+        planted_nodes    BIGINT,
+        n_edges          BIGINT,
+        planted_edges    BIGINT,
+        missed_nodes     JSON,                 -- planted nodes left out, as "site[index]"
+        extra_nodes      JSON,                 -- found nodes not planted
+        edges_by_type    JSON,
+        full_model_loss  DOUBLE,
+        achieved_loss    DOUBLE,               -- held-out (choosing) pairs, calibrated
+        sufficiency_loss DOUBLE,               -- test pairs: the circuit alone
+        necessity_loss   DOUBLE,               -- test pairs: only the circuit ablated
+        prune_time_s     DOUBLE
+    """,
     "circuit_nodes": """
         prune_key VARCHAR NOT NULL,
         site      VARCHAR NOT NULL,            -- e.g. l0.mlp_neuron, final_in

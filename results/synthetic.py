@@ -240,3 +240,39 @@ def prune_job(
              EDGES_FILE: circuit_edges(nodes, n_edges),
              EVIDENCE_FILE: _dump(evidence(task, nodes))}
     return write_job(workspace, "prune", config, results, files)
+
+
+def groundtruth_job(
+    workspace: Path,
+    shape: str,
+    *,
+    k_coef: float = 1e-4,
+    calibrate: bool = True,
+    n_nodes: int = 4,
+    n_correct: int = 4,
+    planted_nodes: int = 4,
+    prune_seed: int = 0,
+) -> Path:
+    """A finished groundtruth job (runtime/jobs/groundtruth.py) whose circuit has ``n_nodes``
+    nodes, ``n_correct`` of them planted."""
+    setting = f"prune.k_coef={k_coef}"
+    config = {
+        "seed": prune_seed, "shape": shape,
+        "prune": {"loss_threshold": 0.1, "ablation": "mean", "k_coef": k_coef, "lr": 3e-3,
+                  "temperature": 1.0, "steps": 300, "calibrate": calibrate,
+                  "freeze_norms": False, "silent_zero": False, "search": {"trials": 2}},
+        "meta": {"recipe": "groundtruth", "sweep_point": {"prune.k_coef": k_coef},
+                 "labels": [f"{setting}/{shape}"]},
+    }
+    results = {
+        "shape": shape, "loss_threshold": 0.1, "found": True, "reason": None,
+        "node_precision": n_correct / n_nodes, "node_recall": n_correct / planted_nodes,
+        "n_nodes": n_nodes, "planted_nodes": planted_nodes,
+        "missed_nodes": [f"l0.mlp_in[{i}]" for i in range(planted_nodes - n_correct)],
+        "extra_nodes": [f"l0.mlp_out[{i}]" for i in range(n_nodes - n_correct)],
+        "n_edges": n_nodes // 2, "planted_edges": planted_nodes // 2,
+        "edges_by_type": {"mlp_in->mlp_neuron": n_nodes // 2}, "full_model_loss": 1e-4,
+        "achieved_loss": 0.02, "sufficiency_loss": 0.03, "necessity_loss": 0.69,
+        "prune_time_s": 20.0,
+    }
+    return write_job(workspace, "groundtruth", config, results)

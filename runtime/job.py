@@ -21,7 +21,7 @@ from typing import Any, Protocol
 from runtime.io import read_json, write_json_atomic
 
 # The job kinds in dependency order: each stage reads only earlier ones (docs/jobs.md).
-STAGES = ("tokenize", "train", "stats", "prune", "ingest")
+STAGES = ("tokenize", "train", "stats", "prune", "groundtruth", "ingest")
 JOBS_DIR = "jobs"  # <workspace>/jobs/<kind>-<key12>/
 # The files of a job folder (docs/jobs.md) that more than one part reads or writes.
 CONFIG_FILE = "config.json"  # compiler

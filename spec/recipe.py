@@ -22,6 +22,7 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from spec.corpora import corpus_exists
+from spec.groundtruth import SHAPES, Shape
 from spec.tasks import TASK_ANSWERS
 from spec.units import Count, Minutes
 
@@ -306,6 +307,27 @@ class PruneSpec(StrictModel):
         return self
 
 
+class GroundTruthSpec(StrictModel):
+    """The ground-truth suite (issue 12): models with a planted circuit of known nodes
+    (runtime/pruning/groundtruth.py), pruned with the recipe's ``prune`` block, so that node
+    precision and recall say whether a pruning setting finds circuits that are there. One
+    ``groundtruth`` job per shape, prune configuration (sweep point) and pruning seed; at
+    ``prune.loss_threshold`` if the recipe sets it, else at the suite's threshold (0.1)."""
+
+    shapes: list[Shape] = Field(list(SHAPES), min_length=1,
+                                description="Planted shapes to prune; all by default.")
+    only: bool = Field(
+        False, description="Run only the suite: no tokenize, train, stats or prune jobs of real "
+        "models (data, model, train and sparsity are then unused).")
+
+    @field_validator("shapes")
+    @classmethod
+    def _unique_shapes(cls, shapes: list[str]) -> list[str]:
+        if len(set(shapes)) != len(shapes):
+            raise ValueError(f"shapes are listed more than once: {shapes}")
+        return shapes
+
+
 class SlurmStage(StrictModel):
     """SLURM options; any left unset fall back to the recipe-wide slurm block."""
 
@@ -332,7 +354,8 @@ class SlurmStage(StrictModel):
 
 
 class SlurmSpec(SlurmStage):
-    stages: dict[Literal["tokenize", "train", "stats", "prune", "ingest"], SlurmStage] = {}
+    stages: dict[Literal["tokenize", "train", "stats", "prune", "groundtruth", "ingest"],
+                 SlurmStage] = {}
 
     @model_validator(mode="after")
     def _one_process_outside_training(self) -> SlurmSpec:
@@ -376,6 +399,9 @@ class Recipe(StrictModel):
     train: TrainSpec = TrainSpec()
     sparsity: SparsitySpec = SparsitySpec()
     prune: PruneSpec = PruneSpec()
+    groundtruth: GroundTruthSpec | None = Field(
+        None, description="The planted-circuit suite: checks the prune block on models whose "
+        "circuit is known; `{}` for every shape.")
     sweep: dict[str, Any] = Field(
         {},
         description="Grid over dotted paths, e.g. {sparsity.target: [1.0, 0.05]}; "

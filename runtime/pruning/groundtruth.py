@@ -25,7 +25,9 @@ Shapes (``SHAPES``):
 - ``composition``: the attention copy writes ATT, and neuron 0 (with a bias, so it is symmetric
   about zero) reads ATT and writes ANS: attention then MLP. 10 nodes, 6 edges.
 
-The pretraining stream for mean ablation is uniform random tokens (``stream``).
+The pretraining stream for mean ablation is uniform random tokens (``stream``). The shape names
+and the suite's loss threshold live in spec/groundtruth.py, so recipes are validated without
+torch; the ``groundtruth`` job kind (runtime/jobs/groundtruth.py) prunes these models.
 """
 
 from __future__ import annotations
@@ -38,7 +40,9 @@ from dataclasses import dataclass
 import torch
 
 from runtime.model import GPTConfig, SparseGPT
+from runtime.pruning.ablation import compute_site_means
 from runtime.pruning.pairs import PairBatch
+from spec.groundtruth import SHAPES
 
 F0, F1, F2, F3, A, B, Q, X, Y = range(9)
 VOCAB = 9
@@ -47,9 +51,7 @@ FILLERS = (F0, F1, F2, F3)
 SIGN, FLAG, QUERY, QPAD, ATT, ANS, NOISE, NOISE2, BIAS = range(9)
 D_MODEL, D_HEAD, D_MLP, CONTEXT = 16, 4, 8, 32
 BIAS_VALUE = 3.0
-SHAPES = ("mlp_path", "attention_copy", "composition")
-# Every planted node's single ablation fails it; every planted circuit passes it by far.
-THRESHOLD = 0.1
+MEAN_TOKENS = 20_000  # stream tokens the means for mean ablation are taken over
 
 Node = tuple[str, int]
 
@@ -77,6 +79,11 @@ class Planted:
 
     def stream(self, n_tokens: int, seed: int = 0) -> torch.Tensor:
         return torch.randint(0, VOCAB, (n_tokens,), generator=torch.Generator().manual_seed(seed))
+
+    def means(self) -> dict[str, torch.Tensor]:
+        """Mean activation of every node site over the pretraining stream, for mean ablation."""
+        return compute_site_means(self.model, self.stream(MEAN_TOKENS).numpy(),
+                                  n_tokens=MEAN_TOKENS, batch=32, context=16)
 
     def scores(self, found: Iterable[Node]) -> tuple[float, float]:
         """Node precision and recall of a found circuit against the planted one."""

@@ -53,6 +53,9 @@ R, SQL = "tiny.yaml", "select * from runs"
 INVOCATIONS: dict[str, list[list[str]]] = {
     "xcompile run": [["run", R]],
     "xcompile run recipes/quickstart.yaml": [["plan", str(ROOT / "recipes/quickstart.yaml")]],
+    # the suite itself runs in tests/compiler/test_run_groundtruth.py, at seconds of work
+    "xcompile run recipes/groundtruth.yaml": [["plan", str(ROOT / "recipes/groundtruth.yaml")]],
+    'xcompile query "select * from groundtruth"': [["query", "select * from groundtruth"]],
     "xcompile run R [--backend local|slurm] [--detach]": [["run", R, "--backend", "local"]],
     "xcompile run R --backend slurm": [["run", "--help"]],
     "xcompile cancel R": [["cancel", "--help"]],

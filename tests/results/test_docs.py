@@ -32,6 +32,8 @@ def test_example_query_runs(workspace: Path, sql: str) -> None:
     narrow = synthetic.train_job(workspace, sparsity_target=1.0, heldout_loss=2.6, d_model=16)
     for task, edges in (("single_double_quote", 900), ("bracket_counting", 300)):
         synthetic.prune_job(workspace, narrow, task, edges)
+    for k_coef, extra in ((1e-4, 0), (1e-2, 3)):  # the ground-truth suite at two settings
+        synthetic.groundtruth_job(workspace, "mlp_path", k_coef=k_coef, n_nodes=4 + extra)
     ingest(workspace)
     text = run_query(workspace, sql, "csv")
     assert len(text.splitlines()) >= 2, sql  # a header and at least one row

@@ -8,25 +8,20 @@ import math
 import pytest
 import torch
 
-from runtime.pruning.ablation import compute_site_means
 from runtime.pruning.circuit import Circuit, NodeLayout, count_edges
 from runtime.pruning.gates import ablation_values
-from runtime.pruning.groundtruth import SHAPES, THRESHOLD, Planted, planted
+from runtime.pruning.groundtruth import Planted, planted
 from runtime.pruning.prune import Judge, prune
+from spec.groundtruth import SHAPES, THRESHOLD
 from spec.recipe import PruneSpec
 
 SPLITS = {"train_pairs": 256, "heldout_pairs": 128, "test_pairs": 128}
 
 
-def means_of(truth: Planted) -> dict[str, torch.Tensor]:
-    return compute_site_means(truth.model, truth.stream(20_000).numpy(), n_tokens=20_000,
-                              batch=32, context=16)
-
-
 @pytest.fixture(scope="module", params=SHAPES)
 def truth(request: pytest.FixtureRequest) -> tuple[Planted, dict[str, torch.Tensor]]:
     shape = planted(request.param)
-    return shape, means_of(shape)
+    return shape, shape.means()
 
 
 @pytest.mark.parametrize("calibrate", [True, False])

@@ -20,7 +20,7 @@ from runtime.pruning.gates import (
     silence_to_zero,
     silent_nodes,
 )
-from runtime.pruning.groundtruth import F0, F1, THRESHOLD, A, B, Q, X, Y, planted
+from runtime.pruning.groundtruth import F0, F1, A, B, Q, X, Y, planted
 from runtime.pruning.norms import frozen_scales, full_model_scales
 from runtime.pruning.pairs import PairBatch, answer_token_ids, encode_pairs
 from runtime.pruning.prune import (
@@ -33,6 +33,7 @@ from runtime.pruning.prune import (
     search_settings,
     task_loss,
 )
+from spec.groundtruth import THRESHOLD
 from spec.recipe import PruneSpec
 
 SPLITS = {"train_pairs": 256, "heldout_pairs": 256, "test_pairs": 256}
