@@ -22,7 +22,7 @@ from rich.table import Table
 from typer.core import TyperArgument, TyperCommand, TyperGroup
 
 from compiler import estimate
-from compiler.plan import Job, Plan, compile_plan
+from compiler.plan import Plan, compile_plan
 from compiler.sweep import SweepPoint, load_points
 from compiler.workspace import materialize, reasons
 from runtime.job import STAGES
@@ -30,7 +30,7 @@ from spec.errors import Problem, RecipeError
 from spec.recipe import Recipe
 
 if TYPE_CHECKING:
-    from runtime.job import RunSummary
+    from runtime.job import Executor, RunSummary
 
 DEFAULT_WORKSPACE = Path("xcompile-runs")
 
@@ -288,7 +288,7 @@ def run(
         f"{len(pending)} to run on {chosen} in {ws}"
     )
     materialize(compiled, ws)
-    summary = _run_slurm(compiled, ws, detach) if chosen == "slurm" else _run_local(pending, ws)
+    summary = _run(compiled, ws, chosen, detach)
     if summary is None:
         return
     if summary.busy:
@@ -333,41 +333,28 @@ def _print_groundtruth(compiled: Plan, ws: Path) -> None:
             out.print(suite_table(ws, settings))
 
 
-def _run_local(pending: list[Job], ws: Path) -> RunSummary:
-    from runtime.executors.local import LocalExecutor
+def _run(compiled: Plan, ws: Path, backend: str, detach: bool) -> RunSummary | None:
+    """Hand the plan to its executor; SIGTERM and SIGHUP stop it as Ctrl-C does."""
+    from runtime.job import BackendError
 
     try:
         with _stop_on_signals():
-            return LocalExecutor(ws, err).run(pending)
+            return _executor(compiled, ws, backend, detach).run(compiled)
+    except BackendError as error:
+        raise BadInput(str(error)) from None
     except KeyboardInterrupt as stop:
         raise Interrupted(getattr(stop, "signum", signal.SIGINT)) from None
 
 
-def _run_slurm(compiled: Plan, ws: Path, detach: bool) -> RunSummary | None:
-    """Queue the plan; then follow it unless detached. Ctrl-C while following only detaches:
-    the jobs keep running on the cluster and `xcompile status` picks them up."""
-    from runtime.executors.slurm import SlurmError, SlurmExecutor
+def _executor(compiled: Plan, ws: Path, backend: str, detach: bool) -> Executor:
+    if backend == "slurm":
+        from runtime.executors.slurm import SlurmExecutor
 
-    executor = SlurmExecutor(ws, compiled.recipe.resources)
-    try:
-        submission = executor.submit(compiled)
-    except SlurmError as error:
-        raise BadInput(str(error)) from None
-    arrays = ", ".join(f"{kind} {array}" for kind, array in submission.arrays.items())
-    err.print(
-        f"queued {len(submission.submitted)} job(s) ({arrays or 'no new arrays'}); "
-        f"{len(submission.in_flight)} already queued or running"
-    )
-    if detach:
-        err.print("detached: follow with `xcompile status RECIPE`")
-        return None
-    try:
-        return executor.follow(
-            submission, lambda handle, state: err.print(f"{handle.name}: {state}", highlight=False)
-        )
-    except KeyboardInterrupt:
-        err.print("detached: the jobs keep running; follow with `xcompile status RECIPE`")
-        return None
+        return SlurmExecutor(ws, compiled.recipe.resources,
+                             lambda line: err.print(line, highlight=False), detach)
+    from runtime.executors.local import LocalExecutor
+
+    return LocalExecutor(ws, err)
 
 
 @command()
@@ -590,56 +577,33 @@ def status(
     set_: SetOpt = None,
     workspace: WorkspaceOpt = None,
 ) -> None:
-    """Show job states per stage (done, failed, running/queued, not started) with each failure's
-    reason; for a recipe that ran on SLURM, the states come from SLURM accounting.
+    """Show job states per stage (done, running, interrupted, new, failed) with what runs now
+    (which process, step/total, loss, tokens/s, ETA), where each interrupted job resumes and why
+    each failed one failed; for a recipe that ran on SLURM, its unfinished jobs' states come from
+    SLURM accounting.
 
     Example: xcompile status recipes/quickstart.yaml
     """
-    from results.jobs import UnreadableJob, job_dirs, read_job
-    from runtime.job import PROGRESS_FILE
+    from results.jobs import job_dirs
+    from results.status import details, job_lines, stage_table
 
     ws = _workspace(workspace)
     if recipe is None:
-        folders = job_dirs(ws)
-        kinds = dict.fromkeys(k for k in STAGES if any(p.name.startswith(k) for p in folders))
-        labels = {path.name: path for path in folders}
+        folders = {path.name: path for path in job_dirs(ws)}
+        backend_states: dict[str, str] = {}
     else:
         compiled = _compile(recipe, set_, ws)
-        kinds = dict.fromkeys(STAGES[:-1], "")
-        labels = {
-            job.name: ws / job.rel_dir for job in compiled.jobs.values() if job.kind != "ingest"
-        }
-    if not labels:
+        folders = {job.name: ws / job.rel_dir for job in compiled.jobs.values()
+                   if job.kind != "ingest"}
+        backend_states = _backend_states(compiled, ws)
+    if not folders:
         out.print(f"no jobs in {ws}")
         return
-    backend_states = _backend_states(compiled, ws) if recipe is not None else {}
-    counts: dict[tuple[str, str], int] = {}
-    failures: list[tuple[str, str]] = []
-    for name, path in labels.items():
-        try:
-            job = read_job(path)
-            state, error = job.state, job.error
-        except UnreadableJob:
-            state, error = "not started", None
-        if state == "pending":  # no results, no failure: started (running or killed) or not
-            state = "started" if (path / PROGRESS_FILE).is_file() else "not started"
-        state = backend_states.get(name, state) if state in ("started", "not started") else state
-        counts[(name.split("-", 1)[0], state)] = counts.get((name.split("-", 1)[0], state), 0) + 1
-        if error:
-            failures.append((name, error))
-    states = sorted({state for _, state in counts}, key=_state_order)
+    lines = job_lines(folders, backend_states)
     out.print(f"jobs in {ws}", highlight=False)
-    table = Table("stage", *states)
-    for kind in kinds:
-        table.add_row(kind, *(str(counts.get((kind, state), "")) for state in states))
-    out.print(table)
-    for name, error in failures:
-        out.print(f"[red]{name}[/]: {error}", highlight=False)
-
-
-def _state_order(state: str) -> int:
-    order = ("done", "running", "started", "pending", "not started", "failed", "invalid")
-    return order.index(state) if state in order else len(order)
+    out.print(stage_table(lines))
+    for line in details(lines, ws):
+        out.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 def _backend_states(compiled: Plan, ws: Path) -> dict[str, str]:

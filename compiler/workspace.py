@@ -23,7 +23,7 @@ from compiler.code_version import ROOT, code_version
 from compiler.keys import diff_configs
 from compiler.plan import Plan
 from runtime.io import read_json, write_atomic, write_json_atomic
-from runtime.job import CHECKPOINT_DIR, COMMAND_FILE, CONFIG_FILE, FAILED_FILE, JOBS_DIR
+from runtime.job import COMMAND_FILE, CONFIG_FILE, FAILED, JOBS_DIR, NEW, unfinished_state
 
 PACKAGES = ("torch", "numpy", "tokenizers", "duckdb", "pydantic", "submitit", "xcompile")
 
@@ -92,7 +92,8 @@ def materialize(plan: Plan, workspace: Path) -> None:
 
 
 def reasons(plan: Plan, workspace: Path) -> dict[str, str]:
-    """For each job that will run, why: new, which fields changed, code changed, failed, …"""
+    """For each job that will run, why: new, which fields changed, code changed, failed,
+    interrupted (and where it resumes), running now."""
     record_path = workspace / "plans" / f"{plan.recipe.name}.json"
     previous: dict[str, str] = read_json(record_path) if record_path.is_file() else {}
     why: dict[str, str] = {}
@@ -100,13 +101,12 @@ def reasons(plan: Plan, workspace: Path) -> dict[str, str]:
         if job.kind == "ingest":
             why[job.key] = "always runs: loads finished jobs into the store"
             continue
-        job_dir = workspace / job.rel_dir
-        if (job_dir / FAILED_FILE).is_file():
-            error = read_json(job_dir / FAILED_FILE).get("error", "unknown error")
-            why[job.key] = f"failed last time: {error}"
+        state = unfinished_state(workspace / job.rel_dir)
+        if state.word == FAILED:
+            why[job.key] = f"failed last time: {state.error}"
             continue
-        if (job_dir / CONFIG_FILE).is_file():
-            why[job.key] = "started before but not finished" + _resume_hint(job_dir)
+        if state.word != NEW:  # running now, or interrupted (and where it resumes)
+            why[job.key] = str(state)
             continue
         old_keys = {
             previous[f"{job.kind} {label}"]
@@ -115,11 +115,6 @@ def reasons(plan: Plan, workspace: Path) -> dict[str, str]:
         }
         why[job.key] = _changed(job.config, job.kind, old_keys, workspace)
     return why
-
-
-def _resume_hint(job_dir: Path) -> str:
-    checkpoints = sorted((job_dir / CHECKPOINT_DIR).glob("*.safetensors"))
-    return f"; resumes from {checkpoints[-1].name}" if checkpoints else ""
 
 
 def _changed(config: dict[str, Any], kind: str, old_keys: set[str], workspace: Path) -> str:

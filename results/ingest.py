@@ -50,7 +50,7 @@ from results.store import (
     store_path,
     stored_schema_version,
 )
-from runtime.job import LOG_FILE
+from runtime.job import DONE, INVALID, LOG_FILE, JobState
 
 METRICS_JSONL = "metrics.jsonl"
 METRICS_PARQUET = "metrics.parquet"  # preferred when present: read as-is, no parsing
@@ -465,9 +465,9 @@ def _collect(workspace: Path, summary: IngestSummary) -> tuple[list[JobFolder], 
     known = _ingested_fingerprints(store_path(workspace))
     batch = _Batch()
     for job in jobs:
-        if job.state == "invalid":
-            summary.skipped.append((job.name, job.error or "invalid"))
-        if job.state != "done":
+        if job.state == INVALID:
+            summary.skipped.append((job.name, job.error or INVALID))
+        if job.state != DONE:
             continue
         if known.get(job.key) == job.fingerprint():
             summary.unchanged += 1
@@ -508,7 +508,7 @@ def _write(con: duckdb.DuckDBPyConnection, jobs: list[JobFolder], batch: _Batch,
 
 
 def _reject(job: JobFolder, why: str, summary: IngestSummary) -> None:
-    job.state, job.error = "invalid", why
+    job.status = JobState(INVALID, error=why)
     summary.skipped.append((job.name, why))
 
 

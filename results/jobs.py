@@ -1,16 +1,14 @@
 """Read job folders (``<workspace>/jobs/<kind>-<key12>/``) as docs/jobs.md defines them.
 
-Shared by ingest (which loads complete folders into the store) and show (which prints one).
-A folder's state comes from the files the runtime and executors write:
-
-- ``results.json`` (written last, atomically) → ``done``; unreadable → ``invalid``
-- ``failed.json`` ``{error, traceback_tail}`` (the executor's failure record), or a Python
-  traceback at the end of ``log.txt`` → ``failed``
-- otherwise → ``pending`` (queued, running, or never started)
+Shared by ingest (which loads complete folders into the store), show (which prints one) and
+status. A folder's state is one of ``runtime.job.STATES``: ``results.json`` (written last,
+atomically) → ``done``, unreadable → ``invalid``; without results, ``runtime.job.unfinished_state``
+tells running, failed, interrupted and new apart.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -18,23 +16,41 @@ from pathlib import Path
 from typing import Any
 
 from results.store import StoreError
-from runtime.job import CONFIG_FILE, FAILED_FILE, JOBS_DIR, RESULTS_FILE, log_tail
+from runtime.io import read_json
+from runtime.job import (
+    CONFIG_FILE,
+    DONE,
+    FAILED_FILE,
+    INVALID,
+    JOBS_DIR,
+    NEW,
+    RESULTS_FILE,
+    JobState,
+    unfinished_state,
+)
 
 CIRCUIT_FILE = "circuit.json"
 EDGES_FILE = "circuit_edges.parquet"  # runtime/pruning/evidence.py
 EVIDENCE_FILE = "evidence.json"  # likewise; read by the circuit page, not ingested
-TRACEBACK_MARK = "Traceback (most recent call last)"
 
 
 @dataclass
 class JobFolder:
     path: Path
     config: dict[str, Any]
-    state: str
+    status: JobState
     results: dict[str, Any] | None = None
     failed: dict[str, Any] | None = None
-    error: str | None = None
     raw: dict[str, bytes] = field(default_factory=dict, repr=False)
+
+    @property
+    def state(self) -> str:
+        """The state word (``runtime.job.STATES``); ``str(status)`` says more."""
+        return self.status.word
+
+    @property
+    def error(self) -> str | None:
+        return self.status.error
 
     @property
     def name(self) -> str:
@@ -74,41 +90,28 @@ def _read_json(path: Path) -> tuple[dict[str, Any], bytes]:
     return obj, data
 
 
-def _failure_from_log(path: Path) -> str | None:
-    tail = log_tail(path, 200)
-    if TRACEBACK_MARK not in tail:
-        return None
-    lines = [line for line in tail.splitlines() if line.strip()]
-    return lines[-1].strip() if lines else "traceback in log"
-
-
 def read_job(path: Path) -> JobFolder:
     """Read one folder; raise ``UnreadableJob`` if its config is missing or broken."""
     try:
         config, config_raw = _read_json(path / CONFIG_FILE)
     except (OSError, ValueError) as error:
         raise UnreadableJob(f"{path.name}: unreadable {CONFIG_FILE}: {error}") from error
-    job = JobFolder(path=path, config=config, state="pending", raw={CONFIG_FILE: config_raw})
+    job = JobFolder(path=path, config=config, status=JobState(NEW), raw={CONFIG_FILE: config_raw})
     if (path / RESULTS_FILE).exists():
         try:
             job.results, job.raw[RESULTS_FILE] = _read_json(path / RESULTS_FILE)
-            job.state = "done"
+            job.status = JobState(DONE)
         except (OSError, ValueError) as error:
             # Cannot happen with the runtime's atomic write; a hand-edited or torn copy can.
-            job.state, job.error = "invalid", f"unreadable {RESULTS_FILE}: {error}"
+            job.status = JobState(INVALID, error=f"unreadable {RESULTS_FILE}: {error}")
         for name in (CIRCUIT_FILE, EDGES_FILE):
             if (path / name).exists():
                 job.raw[name] = (path / name).read_bytes()
         return job
+    job.status = unfinished_state(path)
     if (path / FAILED_FILE).exists():
-        try:
-            job.failed, _ = _read_json(path / FAILED_FILE)
-            job.error = str(job.failed.get("error") or "failed")
-        except (OSError, ValueError):
-            job.error = f"unreadable {FAILED_FILE}"
-        job.state = "failed"
-    elif (error := _failure_from_log(path)) is not None:
-        job.state, job.error = "failed", error
+        with contextlib.suppress(OSError, ValueError):
+            job.failed = read_json(path / FAILED_FILE)
     return job
 
 

@@ -73,7 +73,7 @@ def show_job(workspace: Path, key_prefix: str) -> str:
     Raises ``StoreError`` if no job or more than one matches.
     """
     job = read_job(find_job(workspace, key_prefix))
-    header = f"{job.name}  kind={job.kind}  state={job.state}\nkey   {job.key}\nfolder {job.path}"
+    header = f"{job.name}  kind={job.kind}  state={job.status}\nkey   {job.key}\nfolder {job.path}"
     if job.error:
         header += f"\nerror {job.error}"
     parts = [header + "\n"]
@@ -92,6 +92,6 @@ def show_job(workspace: Path, key_prefix: str) -> str:
             parts.append(_section(title, summary))
     if job.kind == "prune":
         parts.append(_section("circuit page", _circuit_page_line(workspace, job.path)))
-    parts.append(_section(f"log (last {LOG_LINES} lines)",
+    parts.append(_section(f"log (last {LOG_LINES} lines of the latest attempt)",
                           log_tail(job.path, LOG_LINES) or "(no log)"))
     return "\n".join(parts)

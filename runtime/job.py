@@ -11,9 +11,12 @@ import fcntl
 import importlib
 import json
 import os
+import re
 import socket
 import sys
 import time
+from collections.abc import Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -30,7 +33,9 @@ LOG_FILE = "log.txt"  # executor
 RESULTS_FILE = "results.json"  # runtime, last and atomically: the job is done
 PROGRESS_FILE = "progress.json"  # runtime, while it runs
 FAILED_FILE = "failed.json"  # executor, when the job failed
-CHECKPOINT_DIR = "checkpoints"  # train jobs: resumable state
+CHECKPOINT_DIR = "checkpoints"  # train jobs: resumable state, step-<8 digits>.safetensors
+CHECKPOINT_GLOB = "step-*.safetensors"
+_CHECKPOINT_NAME = re.compile(r"^step-(\d+)\.safetensors$")
 LOCK_FILE = "lock"  # flock'ed by the process that runs the job; its holder as JSON
 # The descriptor of a lock that the launching process took and handed down (local executor).
 LOCK_FD_ENV = "XCOMPILE_JOB_LOCK_FD"
@@ -38,6 +43,21 @@ EXIT_BUSY = 75  # EX_TEMPFAIL: another process is running this job
 # What executors put on a job's PYTHONPATH, so this checkout runs whether installed or not.
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 LOG_TAIL_BYTES = 16_384  # enough for a traceback; never the whole log of a long training run
+START_MARK = "job started"  # the header line of each attempt in log.txt
+EXIT_INTERRUPTED = 130  # what a job stopped by Ctrl-C (or the executor's SIGINT) exits with
+# How long a lock probe (``job_lock_holder``) can hold a job's lock: a runner that finds it held
+# tries again for this long before calling the job busy, as a real owner holds it for hours.
+LOCK_RETRY_S = 0.2
+
+# Job states: the one vocabulary of `status`, `plan`, `show` and the store's `jobs` table.
+NEW = "new"  # never started: its folder holds at most config.json and command
+RUNNING = "running"  # a live process holds the folder's lock
+INTERRUPTED = "interrupted"  # started, then stopped (Ctrl-C, kill, preemption): reruns resume
+FAILED = "failed"  # failed.json, or the last attempt's log ends in a traceback
+DONE = "done"  # results.json
+INVALID = "invalid"  # results.json there but unreadable (hand-edited or torn)
+STATES = (DONE, RUNNING, INTERRUPTED, NEW, FAILED, INVALID)  # the order displays list them in
+TRACEBACK_MARK = "Traceback (most recent call last)"
 
 
 class JobSpec(Protocol):
@@ -66,19 +86,59 @@ class RunSummary:
         return not self.failed and not self.skipped
 
 
+class PlanSpec(Protocol):
+    """What an executor needs of a compiled plan (compiler.plan.Plan satisfies it)."""
+
+    @property
+    def jobs(self) -> Mapping[str, JobSpec]: ...
+
+    @property
+    def done(self) -> AbstractSet[str]: ...
+
+    def pending(self) -> Sequence[JobSpec]: ...
+
+
+class BackendError(Exception):
+    """The backend refused the plan (bad partition or account, no cluster): bad input."""
+
+
+class Executor(Protocol):
+    """What the CLI asks of a backend (local and SLURM). Plan-level rather than submitit's
+    per-job ``submit(job) -> Handle``: docs/jobs.md says why."""
+
+    def run(self, plan: PlanSpec) -> RunSummary | None:
+        """Run every pending job of ``plan``; the outcome once all have ended, or None when the
+        jobs go on without us (a detached SLURM run)."""
+        ...
+
+
 class Progress:
-    """Throttled progress reports a job writes to ``progress.json`` for whoever follows it."""
+    """Throttled progress reports a job writes to ``progress.json`` for whoever follows it.
+
+    A report with ``step`` and ``total_steps`` gets an ``eta_s``, from the pace since this
+    attempt's first report (so start-up and the steps before a resume do not count), which is
+    what a reader of a single snapshot cannot work out.
+    """
 
     def __init__(self, job_dir: Path, min_interval_s: float = 0.5) -> None:
         self.path = job_dir / PROGRESS_FILE
         self.min_interval_s = min_interval_s
         self._last = 0.0
+        self._first: tuple[float, int] | None = None  # (time, step) of the first report
 
     def __call__(self, info: dict[str, Any], force: bool = False) -> None:
         now = time.monotonic()
+        step, total = info.get("step"), info.get("total_steps")
+        timed = isinstance(step, int) and isinstance(total, int)
+        if timed and self._first is None:
+            self._first = (now, step)
         if force or now - self._last >= self.min_interval_s:
             self._last = now
-            write_json_atomic(self.path, {**info, "time": time.time()})
+            record = {**info, "time": time.time()}
+            if timed and self._first is not None and step > self._first[1]:
+                pace = (now - self._first[0]) / (step - self._first[1])
+                record["eta_s"] = (total - step) * pace
+            write_json_atomic(self.path, record)
 
 
 class JobKind(Protocol):
@@ -106,11 +166,17 @@ class JobLock:
 
     def __init__(self, job_dir: Path) -> None:
         self.fd = os.open(job_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(self.fd)
-            raise JobBusy(job_dir, _read_holder(job_dir)) from None
+        deadline = time.monotonic() + LOCK_RETRY_S
+        while True:
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() < deadline:  # perhaps only a status probe
+                    time.sleep(0.02)
+                    continue
+                os.close(self.fd)
+                raise JobBusy(job_dir, _read_holder(job_dir)) from None
         self.holder: dict[str, Any] = {}
         self.record(pid=os.getpid(), host=socket.gethostname(), since=time.time())
 
@@ -134,8 +200,8 @@ class JobLock:
 def job_lock_holder(job_dir: Path) -> dict[str, Any] | None:
     """Who runs the job now (``{pid, host, since, job_pid?}``), or None if nobody does.
 
-    Probes with a shared lock, released at once: a runner starting in that instant would see the
-    job as busy, which is why only status displays ask.
+    Probes with a shared lock, released at once; a runner starting in that instant retries
+    (``LOCK_RETRY_S``), so anyone may ask.
     """
     try:
         fd = os.open(job_dir / LOCK_FILE, os.O_RDONLY | os.O_CLOEXEC)
@@ -165,8 +231,16 @@ def _read_holder(job_dir: Path) -> dict[str, Any]:
     return {}  # written right after locking: a reader can be a moment early
 
 
+def attempt_header() -> bytes:
+    """The line an executor writes to ``log.txt`` before each attempt, so a resumed job's log
+    reads as a resumption and its tail never mixes attempts."""
+    return (f"--- {START_MARK} {time.strftime('%Y-%m-%d %H:%M:%S')} by pid {os.getpid()} "
+            f"on {socket.gethostname()} ---\n").encode()
+
+
 def log_tail(job_dir: Path, lines: int = 20) -> str:
-    """The last ``lines`` lines of the job's log ("" if it has none), read from its end only."""
+    """The last ``lines`` lines of the job's latest attempt ("" if it has no log), from its
+    header on: an earlier attempt's traceback is history, not the job's state."""
     log = job_dir / LOG_FILE
     if not log.is_file():
         return ""
@@ -174,7 +248,66 @@ def log_tail(job_dir: Path, lines: int = 20) -> str:
         size = handle.seek(0, 2)
         handle.seek(max(0, size - LOG_TAIL_BYTES))
         text = handle.read().decode("utf-8", errors="replace")
-    return "\n".join(text.rstrip().splitlines()[-lines:])
+    tail = text.rstrip().splitlines()[-lines:]
+    starts = [i for i, line in enumerate(tail) if START_MARK in line and line.startswith("---")]
+    return "\n".join(tail[starts[-1]:] if starts else tail)
+
+
+def checkpoint_path(directory: Path, step: int) -> Path:
+    return directory / f"step-{step:08d}.safetensors"
+
+
+def checkpoint_steps(directory: Path) -> list[tuple[int, Path]]:
+    """The training checkpoints in ``directory``, newest first."""
+    found = []
+    for path in directory.glob(CHECKPOINT_GLOB):
+        if match := _CHECKPOINT_NAME.match(path.name):
+            found.append((int(match.group(1)), path))
+    return sorted(found, reverse=True)
+
+
+@dataclass(frozen=True)
+class JobState:
+    """A job's state word and what goes with it."""
+
+    word: str  # one of STATES
+    error: str | None = None  # failed: why
+    holder: dict[str, Any] | None = None  # running: who runs it (the lock's record)
+    resume_step: int | None = None  # interrupted: the checkpoint a rerun starts from
+
+    def __str__(self) -> str:
+        if self.word == INTERRUPTED:
+            again = "starts again" if self.resume_step is None else (
+                f"resumes from step {self.resume_step}")
+            return f"{INTERRUPTED} ({again})"
+        if self.word == RUNNING and self.holder is not None:
+            return f"{RUNNING} ({describe_holder(self.holder)})"
+        return self.word
+
+
+def unfinished_state(job_dir: Path) -> JobState:
+    """The state of a job folder without results: running, failed, interrupted or new.
+
+    Started means it has a log (each executor writes one before the job runs); a failure is the
+    executor's record or a traceback ending the latest attempt, except the KeyboardInterrupt of
+    an executor stopping the job, which is an interruption.
+    """
+    if (holder := job_lock_holder(job_dir)) is not None:
+        return JobState(RUNNING, holder=holder)
+    if (job_dir / FAILED_FILE).is_file():
+        try:
+            error = str(read_json(job_dir / FAILED_FILE).get("error") or FAILED)
+        except (OSError, ValueError):
+            error = f"unreadable {FAILED_FILE}"
+        return JobState(FAILED, error=error)
+    if not (job_dir / LOG_FILE).is_file():
+        return JobState(NEW)
+    tail = log_tail(job_dir, 200)
+    last = ([line.strip() for line in tail.splitlines() if line.strip()] or [""])[-1]
+    if TRACEBACK_MARK in tail and not last.startswith("KeyboardInterrupt"):
+        return JobState(FAILED, error=last or "traceback in log")
+    steps = checkpoint_steps(job_dir / CHECKPOINT_DIR)
+    return JobState(INTERRUPTED, resume_step=steps[0][0] if steps else None)
 
 
 def record_failure(job_dir: Path, reason: str) -> None:
@@ -221,16 +354,21 @@ def main(argv: list[str] | None = None) -> int:
     # The launcher may hold the lock for us (we inherited it); in a data-parallel job only
     # rank 0 writes the folder, so only it owns it (the rank variables that training reads).
     rank = os.environ.get("RANK" if "WORLD_SIZE" in os.environ else "SLURM_PROCID", "0")
-    if LOCK_FD_ENV in os.environ or rank != "0":
-        run_job(job_dir)
-        return 0
     try:
-        lock = JobLock(job_dir)
-    except JobBusy as busy:
-        print(f"not run: {busy}", file=sys.stderr)
-        return EXIT_BUSY
-    with lock:
-        run_job(job_dir)
+        if LOCK_FD_ENV in os.environ or rank != "0":
+            run_job(job_dir)
+            return 0
+        try:
+            lock = JobLock(job_dir)
+        except JobBusy as busy:
+            print(f"not run: {busy}", file=sys.stderr)
+            return EXIT_BUSY
+        with lock:
+            run_job(job_dir)
+    except KeyboardInterrupt:
+        # one line, not a traceback: the log's end must read as a stop, not a failure
+        print("--- job interrupted: a rerun resumes it ---", file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
     return 0
 
 

@@ -17,11 +17,10 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,13 +39,14 @@ from runtime.job import (
     JobBusy,
     JobLock,
     JobSpec,
+    PlanSpec,
     RunSummary,
+    attempt_header,
     log_tail,
     record_failure,
 )
 
 POLL_S = 0.25
-START_MARK = "job started"  # the header of each attempt in log.txt
 PLAIN_EVERY_S = 10.0  # between progress lines when stderr is not a terminal
 
 
@@ -66,33 +66,21 @@ class PlainLines:
     def __init__(self, console: Console, every_s: float = PLAIN_EVERY_S) -> None:
         self.console, self.every_s = console, every_s
         self.name, self.started, self.last = "", 0.0, 0.0
-        self.first: tuple[float, int] | None = None  # (time, step) of the first report seen
 
     def start(self, name: str) -> None:
-        self.name, self.first = name, None
+        self.name = name
         self.started = self.last = time.monotonic()
         self._print(f"start {name}")
 
     def update(self, info: dict[str, Any]) -> None:
         now = time.monotonic()
-        step, total = info.get("step"), info.get("total_steps")
-        if self.first is None and isinstance(step, int):
-            self.first = (now, step)
         if now - self.last < self.every_s:
             return
         self.last = now
-        parts = [f"{self.name}:"]
-        if isinstance(step, int) and isinstance(total, int):
-            parts.append(f"step {step}/{total}")
-        parts += _describe(info)
-        if self.first is not None and isinstance(step, int) and isinstance(total, int):
-            (t0, step0) = self.first
-            if step > step0:
-                parts.append(f"ETA {_duration((total - step) * (now - t0) / (step - step0))}")
-        self._print("  ".join(parts))
+        self._print("  ".join([f"{self.name}:", *describe_progress(info)]))
 
     def end(self, name: str, error: str | None) -> None:
-        took = _duration(time.monotonic() - self.started)
+        took = duration(time.monotonic() - self.started)
         self._print(f"done {name} in {took}" if error is None else f"failed {name} after {took}")
 
     def _print(self, line: str) -> None:
@@ -104,8 +92,9 @@ class LocalExecutor:
         self.workspace = workspace
         self.console = console or Console(stderr=True)
 
-    def run(self, jobs: Sequence[JobSpec]) -> RunSummary:
-        """Run ``jobs`` (topologically ordered; deps outside the list count as done)."""
+    def run(self, plan: PlanSpec) -> RunSummary:
+        """Run the pending jobs of ``plan`` in its (dependency) order."""
+        jobs = plan.pending()
         summary = RunSummary()
         blocked: set[str] = set()  # failed, or their inputs did
         busy: set[str] = set()  # another run has them, or their inputs
@@ -174,8 +163,7 @@ class LocalExecutor:
             (job_dir / FAILED_FILE).unlink(missing_ok=True)
             (job_dir / PROGRESS_FILE).unlink(missing_ok=True)
             # each attempt starts with a header, so a resumed job's log reads as a resumption
-            log.write(f"--- {START_MARK} {time.strftime('%Y-%m-%d %H:%M:%S')} by pid "
-                      f"{os.getpid()} on {socket.gethostname()} ---\n".encode())
+            log.write(attempt_header())
             log.flush()
             child = subprocess.Popen(
                 [sys.executable, "-m", "runtime.job", str(job_dir)],
@@ -242,6 +230,18 @@ def _last_error_line(job_dir: Path) -> str:
     return lines[-1].strip()[:300] if lines else ""
 
 
+def describe_progress(info: dict[str, Any]) -> list[str]:
+    """A ``progress.json`` record as words: step/total, loss, tokens/s, phase, ETA (what it has).
+    The plain lines and `xcompile status` print the same words."""
+    parts = _describe(info)
+    step, total = info.get("step"), info.get("total_steps")
+    if isinstance(step, int) and isinstance(total, int):
+        parts.insert(0, f"step {step}/{total}")
+    if isinstance(info.get("eta_s"), (int, float)):
+        parts.append(f"ETA {duration(info['eta_s'])}")
+    return parts
+
+
 def _describe(info: dict[str, Any]) -> list[str]:
     parts = []
     if isinstance(info.get("loss"), (int, float)):
@@ -253,7 +253,7 @@ def _describe(info: dict[str, Any]) -> list[str]:
     return parts
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
     minutes, secs = divmod(int(seconds), 60)
     return f"{minutes // 60}h{minutes % 60:02d}m" if minutes >= 60 else f"{minutes}m{secs:02d}s"
 

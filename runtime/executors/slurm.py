@@ -28,11 +28,10 @@ import os
 import shlex
 import subprocess
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from collections.abc import Set as AbstractSet
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import submitit
 from submitit.slurm.slurm import SlurmJob
@@ -44,7 +43,9 @@ from runtime.job import (
     PROJECT_ROOT,
     RESULTS_FILE,
     STAGES,
+    BackendError,
     JobSpec,
+    PlanSpec,
     RunSummary,
     is_complete,
     record_failure,
@@ -82,19 +83,7 @@ _PROCESS_LAYOUT = frozenset({"nodes", "tasks_per_node"})
 _MULTI_TASK_SRUN_ARGS = ("--kill-on-bad-exit=1",)
 
 
-class PlanSpec(Protocol):
-    """What the executor needs of a compiled plan (compiler.plan.Plan satisfies it)."""
-
-    @property
-    def jobs(self) -> Mapping[str, JobSpec]: ...
-
-    @property
-    def done(self) -> AbstractSet[str]: ...
-
-    def pending(self) -> Sequence[JobSpec]: ...
-
-
-class SlurmError(Exception):
+class SlurmError(BackendError):
     """Submitting to or asking SLURM failed (bad partition or account, no cluster): one line."""
 
 
@@ -173,9 +162,29 @@ def job_name(workspace: Path, kind: str) -> str:
 
 
 class SlurmExecutor:
-    def __init__(self, workspace: Path, resources: ResourcesSpec) -> None:
+    def __init__(self, workspace: Path, resources: ResourcesSpec,
+                 say: Callable[[str], None] = print, detach: bool = False) -> None:
         self.workspace = workspace.resolve()
         self.slurm = resources.slurm
+        self.say, self.detach = say, detach
+
+    def run(self, plan: PlanSpec) -> RunSummary | None:
+        """The ``Executor`` protocol: ``submit`` the plan, then ``follow`` it unless detached.
+        Ctrl-C while following only detaches (None): the jobs keep running on the cluster and
+        `xcompile status` picks them up."""
+        submission = self.submit(plan)
+        arrays = ", ".join(f"{kind} {array}" for kind, array in submission.arrays.items())
+        self.say(f"queued {len(submission.submitted)} job(s) ({arrays or 'no new arrays'}); "
+                 f"{len(submission.in_flight)} already queued or running")
+        if self.detach:
+            self.say("detached: follow with `xcompile status RECIPE`")
+            return None
+        try:
+            return self.follow(submission,
+                               lambda handle, state: self.say(f"{handle.name}: {state}"))
+        except KeyboardInterrupt:
+            self.say("detached: the jobs keep running; follow with `xcompile status RECIPE`")
+            return None
 
     def submit(self, plan: PlanSpec) -> Submission:
         """Queue every pending job of ``plan`` (a compiler.plan.Plan, materialized) at once.

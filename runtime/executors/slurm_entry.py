@@ -33,7 +33,15 @@ from typing import Any
 
 from submitit.helpers import Checkpointable
 
-from runtime.job import FAILED_FILE, LOG_FILE, PROGRESS_FILE, is_complete, record_failure, run_job
+from runtime.job import (
+    FAILED_FILE,
+    LOG_FILE,
+    PROGRESS_FILE,
+    attempt_header,
+    is_complete,
+    record_failure,
+    run_job,
+)
 
 SKIPPED = "skipped"
 
@@ -60,6 +68,7 @@ class RunJob:
             (folder / PROGRESS_FILE).unlink(missing_ok=True)
         _limit_threads()
         with _output_to(folder / log_name(rank)):
+            os.write(1, attempt_header())  # a requeued job's log reads as a resumption
             try:
                 return run_job(folder)
             except Exception as error:

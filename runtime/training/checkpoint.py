@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,10 +27,9 @@ from safetensors.torch import save as save_safetensors
 from torch import Tensor
 
 from runtime.io import write_atomic
+from runtime.job import checkpoint_path, checkpoint_steps
 from runtime.model import GPTConfig, SparseGPT
 
-CHECKPOINT_GLOB = "step-*.safetensors"
-_CHECKPOINT_NAME = re.compile(r"^step-(\d+)\.safetensors$")
 _MODEL_FORMAT = "xcompile.sparse_gpt.v1"
 _CHECKPOINT_FORMAT = "xcompile.checkpoint.v1"
 
@@ -101,19 +99,6 @@ def _read(path: Path, expected_format: str) -> tuple[dict[str, Tensor], dict[str
 # Training checkpoints
 
 
-def checkpoint_path(directory: Path, step: int) -> Path:
-    return directory / f"step-{step:08d}.safetensors"
-
-
-def _checkpoint_steps(directory: Path) -> list[tuple[int, Path]]:
-    """Checkpoints in ``directory``, newest first."""
-    found = []
-    for path in directory.glob(CHECKPOINT_GLOB):
-        if match := _CHECKPOINT_NAME.match(path.name):
-            found.append((int(match.group(1)), path))
-    return sorted(found, reverse=True)
-
-
 def save_checkpoint(
     directory: Path,
     step: int,
@@ -165,7 +150,7 @@ def load_checkpoint(path: Path) -> Checkpoint:
 def load_latest_checkpoint(directory: Path) -> Checkpoint | None:
     """The newest checkpoint in ``directory`` that loads cleanly, or None if there is none.
     Bad ones are reported as warnings and skipped, never loaded."""
-    for _, path in _checkpoint_steps(directory) if directory.is_dir() else []:
+    for _, path in checkpoint_steps(directory) if directory.is_dir() else []:
         try:
             return load_checkpoint(path)
         except CheckpointError as error:
@@ -175,7 +160,7 @@ def load_latest_checkpoint(directory: Path) -> Checkpoint | None:
 
 def remove_old_checkpoints(directory: Path, keep: int) -> None:
     """Delete all but the ``keep`` newest checkpoints (and temp files of interrupted writes)."""
-    for _, path in _checkpoint_steps(directory)[keep:]:
+    for _, path in checkpoint_steps(directory)[keep:]:
         path.unlink(missing_ok=True)
     for tmp in directory.glob(".step-*.tmp"):
         tmp.unlink(missing_ok=True)

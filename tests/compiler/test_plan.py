@@ -77,9 +77,10 @@ def test_done_jobs_are_cache_hits_and_reasons_explain_reruns(tmp_path: Path) -> 
     train_reasons = {why[job.key] for job in changed.stage("train")}
     assert train_reasons == {"changed: train.lr: 0.01 → 0.02"}
     assert why[changed.stage("prune")[0].key] == "upstream changed: stats, train"
-    assert reasons(replanned, workspace)[replanned.stage("prune")[0].key] == (
-        "started before but not finished"
-    )
+    prune = replanned.stage("prune")[0]
+    assert reasons(replanned, workspace)[prune.key] == "new"  # its folder is written, no more
+    (workspace / prune.rel_dir / "log.txt").write_text("--- job started … ---\n")
+    assert reasons(replanned, workspace)[prune.key] == "interrupted (starts again)"
 
 
 def test_diff_configs_names_fields() -> None:

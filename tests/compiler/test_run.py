@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -32,6 +33,12 @@ def write_recipe(tmp_path: Path, text: str = TINY) -> Path:
     path = tmp_path / "tiny.yaml"
     path.write_text(text, encoding="utf-8")
     return path
+
+
+def status_rows(status: str) -> dict[str, list[str]]:
+    """`status`'s table as stage → cells; its header row under "stage"."""
+    return {cells[0]: cells[1:] for line in status.splitlines() if line[:1] in ("│", "┃")
+            for cells in [[cell.strip() for cell in line[1:-1].replace("┃", "│").split("│")]]}
 
 
 def test_run_trains_prunes_ingests_then_is_all_cached(tmp_path: Path, xcompile: Xcompile) -> None:
@@ -107,9 +114,8 @@ def test_failed_job_exits_1_skips_dependents_and_explains(
     assert tokenize["why"].startswith("failed last time: ")
     status = xcompile("status", str(recipe), "-w", str(ws)).stdout
     assert f"{tokenize['name']}: " in status  # the failure and its reason
-    rows = {cells[0]: cells[1:] for line in status.splitlines() if line.startswith("│")
-            for cells in [[cell.strip() for cell in line.split("│")[1:-1]]]}
-    assert "not started" in status and rows["tokenize"] == ["", "1"]  # columns: not started, failed
+    rows = status_rows(status)
+    assert rows["stage"] == ["new", "failed"] and rows["tokenize"] == ["", "1"]
     assert rows["train"] == ["2", ""] and rows["prune"] == ["2", ""]
 
 
@@ -136,7 +142,35 @@ def test_ctrl_c_keeps_finished_jobs_and_the_rerun_resumes(
     by_kind = {job["kind"]: job for job in plan["jobs"]}
     assert by_kind["tokenize"]["cached"]
     train = next(job for job in plan["jobs"] if job["kind"] == "train" and not job["cached"])
-    assert "resumes from" in train["why"]
+    resumes = re.fullmatch(r"interrupted \(resumes from step (\d+)\)", train["why"])
+    assert resumes is not None, train["why"]
+    # the jobs after it never started: new, not "interrupted" nor "started before"
+    assert {job["why"] for job in plan["jobs"] if job["kind"] in ("stats", "prune")} == {"new"}
+
+    # status and show say the same, not `failed: KeyboardInterrupt`
+    status = xcompile("status", str(recipe), "-w", str(ws)).stdout
+    assert f"{train['name']}: {train['why']}" in status, status
+    assert "failed" not in status and "KeyboardInterrupt" not in status
+    assert status_rows(status)["stage"] == ["done", "interrupted", "new"]
+    show = xcompile("show", train["name"], "-w", str(ws)).stdout
+    assert f"state={train['why']}" in show
+
+    # a rerun resumes from that step; its log tail is the resumption, not the old attempt
+    child = subprocess.Popen(
+        [sys.executable, "-m", "compiler.cli", "run", str(recipe), "-w", str(ws)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    log = ws / "jobs" / train["name"] / "log.txt"
+    deadline = time.monotonic() + 120
+    while "resuming from" not in log.read_text(errors="replace"):
+        assert time.monotonic() < deadline and child.poll() is None
+        time.sleep(0.2)
+    child.send_signal(signal.SIGINT)
+    child.communicate(timeout=60)
+    show = xcompile("show", train["name"], "-w", str(ws)).stdout
+    tail = show.split("── log (")[1]
+    assert "resuming from" in tail and f"at step {resumes[1]}" in tail
+    assert tail.count("job started") == 1 and "Traceback" not in tail
 
 
 @pytest.mark.slurm
@@ -151,7 +185,7 @@ def test_run_on_slurm_lands_the_same_store_as_local(
     assert "queued 8 job(s) (tokenize" in submitted.stderr
     assert xcompile("run", str(recipe), "-w", str(local), "--backend", "local").returncode == 0
     status = xcompile("status", str(recipe), "-w", str(on_slurm)).stdout
-    assert "done" in status and "not started" not in status and "failed" not in status
+    assert "done" in status and "new" not in status and "failed" not in status
 
     def runs(workspace: Path) -> list[tuple[object, ...]]:
         store = duckdb.connect(str(workspace / "store.duckdb"), read_only=True)

@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from runtime.executors.local import START_MARK
-from runtime.job import LOCK_FILE, job_lock_holder
+from runtime.job import LOCK_FILE, PROGRESS_FILE, START_MARK, job_lock_holder
 
 # One slow training job (400K tokens: minutes on a busy CPU), so a run is still training
 # whenever the test acts on it; checkpoints every 20 steps so there is one to resume from.
@@ -132,3 +131,29 @@ def test_without_a_terminal_the_run_prints_job_lines_and_progress_with_an_eta(
     assert any(re.fullmatch(r"start tokenize-\w{12}", line) for line in lines)
     assert any(re.fullmatch(r"done tokenize-\w{12} in \d+m\d\ds", line) for line in lines)
     assert any(re.fullmatch(r"start train-\w{12}", line) for line in lines)
+
+
+def test_status_shows_the_active_run_and_the_running_jobs_step_and_eta(
+    recipe: Path, tmp_path: Path
+) -> None:
+    workspace = tmp_path / "ws"
+    run = start_run(recipe, workspace)
+
+    def timed() -> bool:  # the job has reported often enough to know its pace
+        progress = list(workspace.glob(f"jobs/train-*/{PROGRESS_FILE}"))
+        return bool(progress) and "eta_s" in progress[0].read_text()
+
+    wait_for(timed, run)
+    status = subprocess.run(
+        [sys.executable, "-m", "compiler.cli", "status", "-w", str(workspace)],
+        capture_output=True, text=True, timeout=120,
+    )
+    stop(run, workspace, signal.SIGTERM)
+    assert status.returncode == 0, status.stderr
+    name = train_dir(workspace).name
+    assert f"run active in {workspace}: pid {run.pid} on " in status.stdout
+    assert f"running {name}" in status.stdout
+    step = re.search(rf"^{name}: step (\d+)/(\d+) +loss \d+\.\d+ +[\d,]+ tok/s +"
+                     r"ETA \d+[hm]\d\d[ms]$", status.stdout, re.M)
+    assert step is not None, status.stdout
+    assert 0 < int(step[1]) < int(step[2])

@@ -139,7 +139,7 @@ def test_half_written_folders_are_not_ingested(workspace: Path) -> None:
     for table in ("runs", "train_metrics", "circuits", "circuit_nodes"):
         assert after[table] == before[table]
     states = {row[2]: row[3] for row in after["jobs"]}
-    assert states[pending.name] == "pending"
+    assert states[pending.name] == "interrupted"  # it has a log: it started
     assert states[torn.name] == "invalid"
 
     (torn / RESULTS_FILE).write_text(full)  # the job finishes: the next ingest picks it up

@@ -424,7 +424,7 @@ def test_same_store_contents_as_the_local_backend(
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     local_ws = tmp_path / "local"
     local_plan = compile_tiny(tmp_path, local_ws, partition, sweep=False)
-    assert LocalExecutor(local_ws, Console(file=io.StringIO())).run(local_plan.pending()).ok
+    assert LocalExecutor(local_ws, Console(file=io.StringIO())).run(local_plan).ok
     assert executor.follow(submission, timeout_s=FOLLOW_S).ok
     for table in ("runs", "train_metrics", "circuits", "circuit_nodes"):
         expected = stored(local_ws, table)
