@@ -205,6 +205,9 @@ def bench_quickstart(qs: Quickstart, tasks: Sequence[str], n_settings: int, tria
         for repeat in range(repeats):
             one.measure(runs[1])
             many.measure(runs[n_settings])
+            # at once: a search can take many times longer, and a cut-short run keeps these
+            print(f"  {name} repeat {repeat}: 1 setting {one.cpu[-1]:.2f} s, {n_settings} batched "
+                  f"{many.cpu[-1]:.2f} s CPU   {load_average()}")
             if repeat < search_repeats:
                 found = search.measure(run_search)
         ratios = [b / a for a, b in zip(one.cpu, many.cpu, strict=True)]
