@@ -127,13 +127,15 @@ def greedy_drop(kept: Tensor, order: Tensor, losses: Losses, threshold: float,
         joint, *singles = losses(trial)
         evaluations += len(trial)
         passing = [node for node, loss in zip(chunk, singles, strict=True) if loss <= threshold]
+        together = None  # the loss with every individually removable node removed at once
+        if joint > threshold and len(passing) > 1:
+            together = losses(without(passing)[None])[0]
+            evaluations += 1
         if joint <= threshold:
             taken, loss, rest = chunk, joint, candidates[len(chunk):]
-        elif len(passing) > 1 and (both := losses(without(passing)[None])[0]) <= threshold:
-            evaluations += 1
-            taken, loss, rest = passing, both, candidates[len(chunk):]
+        elif together is not None and together <= threshold:
+            taken, loss, rest = passing, together, candidates[len(chunk):]
         elif passing:
-            evaluations += len(passing) > 1
             first = chunk.index(passing[0])
             taken, loss, rest = [passing[0]], singles[first], candidates[first + 1:]
         else:
