@@ -61,22 +61,24 @@ def job_environment(lock_fd: int) -> dict[str, str]:
 
 class PlainLines:
     """Progress as plain lines, for logs, CI and ``> file``, where the live display draws
-    nothing: one line per job start and end, and a progress line every ``every_s``."""
+    nothing: one line per job start and end, a progress line as soon as a job's ETA is known,
+    and then one every ``every_s``."""
 
     def __init__(self, console: Console, every_s: float = PLAIN_EVERY_S) -> None:
         self.console, self.every_s = console, every_s
-        self.name, self.started, self.last = "", 0.0, 0.0
+        self.name, self.started, self.last, self.told_eta = "", 0.0, 0.0, False
 
     def start(self, name: str) -> None:
-        self.name = name
+        self.name, self.told_eta = name, False
         self.started = self.last = time.monotonic()
         self._print(f"start {name}")
 
     def update(self, info: dict[str, Any]) -> None:
         now = time.monotonic()
-        if now - self.last < self.every_s:
+        first_eta = "eta_s" in info and not self.told_eta
+        if now - self.last < self.every_s and not first_eta:
             return
-        self.last = now
+        self.last, self.told_eta = now, self.told_eta or "eta_s" in info
         self._print("  ".join([f"{self.name}:", *describe_progress(info)]))
 
     def end(self, name: str, error: str | None) -> None:
