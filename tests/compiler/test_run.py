@@ -119,6 +119,12 @@ def test_failed_job_exits_1_skips_dependents_and_explains(
     assert rows["train"] == ["2", ""] and rows["prune"] == ["2", ""]
 
 
+def interruptible() -> None:
+    """Ctrl-C as at a terminal: a suite started in the background by a non-interactive shell
+    (``cmd &``) ignores SIGINT, and its children would inherit that."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_keeps_finished_jobs_and_the_rerun_resumes(
     tmp_path: Path, xcompile: Xcompile
 ) -> None:
@@ -129,6 +135,7 @@ def test_ctrl_c_keeps_finished_jobs_and_the_rerun_resumes(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=interruptible,
     )
     deadline = time.monotonic() + 300  # generous: a loaded 2-core machine is slow to start
     while not list(ws.glob("jobs/train-*/checkpoints/*.safetensors")):
@@ -158,7 +165,7 @@ def test_ctrl_c_keeps_finished_jobs_and_the_rerun_resumes(
     # a rerun resumes from that step; its log tail is the resumption, not the old attempt
     child = subprocess.Popen(
         [sys.executable, "-m", "compiler.cli", "run", str(recipe), "-w", str(ws)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=interruptible,
     )
     log = ws / "jobs" / train["name"] / "log.txt"
     deadline = time.monotonic() + 300  # generous: a loaded 2-core machine is slow to start
