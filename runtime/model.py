@@ -108,22 +108,33 @@ class Attention(nn.Module):
         self.sink = nn.Parameter(torch.zeros(cfg.n_head)) if cfg.attention_sink else None
         self.topk = AbsTopK(cfg.afrac)
 
-    def forward(self, x: Tensor, site: Hook) -> Tensor:
+    def forward(self, x: Tensor, site: Hook, positions: Tensor | None = None) -> Tensor:
+        """(B, T, C) → (B, T, C); with ``positions`` (B,), only the query at one position per
+        row is computed: → (B, C), and q and attn_out are (B, C) at their sites."""
         B, T, C = x.shape
-        q = site("q", self.topk(self.q_proj(x)))  # (B, T, C)
+        if positions is None:
+            q, Tq = site("q", self.topk(self.q_proj(x))), T  # (B, T, C)
+            visible = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()  # (Tq, T)
+        else:
+            rows = torch.arange(B, device=x.device)
+            q, Tq = site("q", self.topk(self.q_proj(x[rows, positions]))), 1  # (B, C)
+            keys = torch.arange(T, device=x.device)
+            visible = (keys <= positions[:, None]).view(B, 1, 1, T)  # each row's own causal row
         k = site("k", self.topk(self.k_proj(x)))
         v = site("v", self.topk(self.v_proj(x)))
-        q, k, v = (a.view(B, T, self.n_head, self.d_head).transpose(1, 2) for a in (q, k, v))
-        if self.sink is None:
+        q = q.view(B, Tq, self.n_head, self.d_head).transpose(1, 2)  # (B, H, Tq, dh)
+        k, v = (a.view(B, T, self.n_head, self.d_head).transpose(1, 2) for a in (k, v))
+        if self.sink is None and positions is None:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, H, T, dh)
+        elif self.sink is None:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=visible)  # (B, H, 1, dh)
         else:
-            att = (q @ k.transpose(-2, -1)) / math.sqrt(self.d_head)  # (B, H, T, T)
-            causal = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
-            att = att.masked_fill(~causal, float("-inf"))
-            sink = self.sink.view(1, -1, 1, 1).expand(B, -1, T, 1).to(att.dtype)
+            att = (q @ k.transpose(-2, -1)) / math.sqrt(self.d_head)  # (B, H, Tq, T)
+            att = att.masked_fill(~visible, float("-inf"))
+            sink = self.sink.view(1, -1, 1, 1).expand(B, -1, Tq, 1).to(att.dtype)
             att = torch.cat([att, sink], dim=-1).float().softmax(dim=-1)[..., :-1]  # drop sink
-            y = att.to(v.dtype) @ v  # (B, H, T, dh)
-        y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C)
+            y = att.to(v.dtype) @ v  # (B, H, Tq, dh)
+        y = y.transpose(1, 2).reshape(B, T, C) if positions is None else y.reshape(B, C)
         return site("attn_out", self.topk(self.o_proj(y)))
 
 
@@ -148,8 +159,14 @@ class Block(nn.Module):
         self.mlp = MLP(cfg)
         self.topk = AbsTopK(cfg.afrac)
 
-    def forward(self, x: Tensor, site: Hook) -> Tensor:
-        x = x + self.attn(site("attn_in", self.topk(self.ln_attn(x))), site)
+    def forward(self, x: Tensor, site: Hook, positions: Tensor | None = None) -> Tensor:
+        """(B, T, C) → (B, T, C); with ``positions`` (B,), only the output at one position per
+        row, (B, C): what the last block owes a task loss. Keys and values still see every
+        position; the query, attention output and MLP run at that position alone."""
+        read = site("attn_in", self.topk(self.ln_attn(x)))
+        if positions is not None:
+            x = x[torch.arange(len(positions), device=x.device), positions]  # (B, C)
+        x = x + self.attn(read, site, positions)
         return x + self.mlp(site("mlp_in", self.topk(self.ln_mlp(x))), site)
 
 
@@ -186,19 +203,21 @@ class SparseGPT(nn.Module):
 
     def forward(self, idx: Tensor, positions: Tensor | None = None) -> Tensor:
         """``idx`` (B, T) token ids → next-token logits (B, T, V). With ``positions`` (B,), only
-        the logits at one position per row, (B, V): all a task loss needs, and it skips most of
-        the unembedding, which dominates small models."""
+        the logits at one position per row, (B, V): all a task loss needs. The last block then
+        runs its query, attention output and MLP at that position only (its sites are (B, C),
+        as ``final_in`` is), and most of the unembedding is skipped; both dominate small models."""
         T = idx.shape[1]
         if self.cfg.context < T:
             raise ValueError(f"sequence length {T} exceeds the context {self.cfg.context}")
         x = self.wte(idx)  # (B, T, C)
         if self.wpe is not None:
             x = x + self.wpe(torch.arange(T, device=idx.device))
+        last = len(self.blocks) - 1
         for layer, block in enumerate(self.blocks):
-            x = block(x, lambda name, a, layer=layer: self._site(f"l{layer}.{name}", a))
+            x = block(x, lambda name, a, layer=layer: self._site(f"l{layer}.{name}", a),
+                      positions if layer == last else None)  # → (B, C) after the last block
         if positions is not None:
-            rows = torch.arange(len(positions), device=idx.device)
-            x, idx = x[rows, positions], idx[rows, positions]  # (B, C), (B,)
+            idx = idx[torch.arange(len(positions), device=idx.device), positions]  # (B,)
         x = self._site("final_in", self.topk(self.ln_f(x)))  # (B, T, C) or (B, C)
         logits = self.lm_head(x)  # (B, T, V) or (B, V)
         if self.bigram is not None:

@@ -42,6 +42,7 @@ from runtime.job import (
     PlanSpec,
     RunSummary,
     attempt_header,
+    is_complete,
     log_tail,
     record_failure,
 )
@@ -87,6 +88,10 @@ class PlainLines:
 
     def _print(self, line: str) -> None:
         self.console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+class FinishedElsewhere(Exception):
+    """The job was finished by another run of the workspace after this run's plan was made."""
 
 
 class LocalExecutor:
@@ -145,6 +150,12 @@ class LocalExecutor:
                     self.console.print(f"[yellow]skipped[/] {holder}", highlight=False)
                     progress.advance(overall)
                     continue
+                except FinishedElsewhere:
+                    summary.done.append(job.key)
+                    self.console.print(f"[dim]done[/] {job.name}: finished by another run "
+                                       "meanwhile", highlight=False)
+                    progress.advance(overall)
+                    continue
                 if plain is not None:
                     plain.end(job.name, error)
                 if error is None:
@@ -158,10 +169,18 @@ class LocalExecutor:
         return summary
 
     def _run_one(self, job: JobSpec, show: Callable[[dict[str, Any]], None]) -> str | None:
-        """Run one job; its failure reason, or None. Raises ``JobBusy`` (touching nothing) if
-        another process holds the job's lock."""
+        """Run one job; its failure reason, or None. Raises (touching nothing) ``JobBusy`` if
+        another process holds the job's lock, ``FinishedElsewhere`` if another run finished it
+        since this run's plan was made: so two runs of one workspace share its jobs out."""
         job_dir = self.workspace / job.rel_dir
-        with JobLock(job_dir) as lock, open(job_dir / LOG_FILE, "ab") as log:
+        with JobLock(job_dir) as lock:
+            if job.kind != "ingest" and is_complete(job_dir):  # ingest must always see it all
+                raise FinishedElsewhere(job.name)
+            return self._run_locked(job, job_dir, lock, show)
+
+    def _run_locked(self, job: JobSpec, job_dir: Path, lock: JobLock,
+                    show: Callable[[dict[str, Any]], None]) -> str | None:
+        with open(job_dir / LOG_FILE, "ab") as log:
             (job_dir / FAILED_FILE).unlink(missing_ok=True)
             (job_dir / PROGRESS_FILE).unlink(missing_ok=True)
             # each attempt starts with a header, so a resumed job's log reads as a resumption

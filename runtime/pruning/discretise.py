@@ -106,11 +106,12 @@ def greedy_drop(kept: Tensor, order: Tensor, losses: Losses, threshold: float,
                 batch: int = GREEDY_BATCH) -> tuple[Tensor, float | None, int]:
     """Switch off kept nodes, least important first, while the circuit still passes.
 
-    Candidates go ``batch`` at a time into one batched evaluation: all of them removed together,
-    and each removed alone. If the joint removal passes, all go. Otherwise the ones whose single
-    removal passed are removed together if that passes too; failing that, the first of them goes
-    and the candidates after it are tried again against the smaller circuit. Returns the circuit,
-    the loss of the last removal taken (None if none was) and the number of evaluations."""
+    Candidates go ``batch`` at a time: first all of them removed together (one evaluation; most
+    of a ranking's tail goes this way), and if that fails, each removed alone, in one batched
+    evaluation. The ones whose single removal passed are removed together if that passes too;
+    failing that, the first of them goes and the candidates after it are tried again against the
+    smaller circuit. Returns the circuit, the loss of the last removal taken (None if none was)
+    and the number of evaluations."""
     kept = kept.clone()
     candidates = [int(i) for i in order.flip(0) if kept[i]]
     last_loss: float | None = None
@@ -123,17 +124,20 @@ def greedy_drop(kept: Tensor, order: Tensor, losses: Losses, threshold: float,
 
     while candidates:
         chunk = candidates[:batch]
-        trial = torch.stack([without(chunk), *(without([node]) for node in chunk)])
-        joint, *singles = losses(trial)
-        evaluations += len(trial)
+        (joint,) = losses(without(chunk)[None])
+        evaluations += 1
+        if joint <= threshold:
+            kept[chunk] = False
+            last_loss, candidates = joint, candidates[len(chunk):]
+            continue
+        singles = losses(torch.stack([without([node]) for node in chunk]))
+        evaluations += len(chunk)
         passing = [node for node, loss in zip(chunk, singles, strict=True) if loss <= threshold]
         together = None  # the loss with every individually removable node removed at once
-        if joint > threshold and len(passing) > 1:
+        if len(passing) > 1:
             together = losses(without(passing)[None])[0]
             evaluations += 1
-        if joint <= threshold:
-            taken, loss, rest = chunk, joint, candidates[len(chunk):]
-        elif together is not None and together <= threshold:
+        if together is not None and together <= threshold:
             taken, loss, rest = passing, together, candidates[len(chunk):]
         elif passing:
             first = chunk.index(passing[0])

@@ -74,7 +74,9 @@ def ablation_values(layout: NodeLayout, means: dict[str, Tensor] | None, ablatio
 
 @torch.no_grad()
 def silent_nodes(model: nn.Module, layout: NodeLayout, batch: PairBatch) -> Tensor:
-    """(n_nodes,) bool: the nodes that are exactly zero at every real position of ``batch``."""
+    """(n_nodes,) bool: the nodes that are exactly zero at every real position of ``batch``
+    that reaches the answer: every prompt position in earlier blocks and at the last block's
+    keys and values, the answer position elsewhere in the last block and at ``final_in``."""
     fired = {site: torch.zeros(width, dtype=torch.bool, device=batch.tokens.device)
              for site, width in zip(layout.sites, layout.widths, strict=True)}
     real = batch.real_positions()  # (2N, T); final_in only sees the last positions

@@ -113,6 +113,35 @@ def test_attention_is_causal(cfg: GPTConfig) -> None:
     assert not torch.allclose(model(idx)[:, 10:], model(changed)[:, 10:])
 
 
+@pytest.mark.parametrize("cfg", [TINY, FULL], ids=["plain", "sink+learned+bigram"])
+def test_logits_at_positions_equal_the_full_forward_there_even_with_a_hook(
+    cfg: GPTConfig,
+) -> None:
+    # the last block runs at those positions only; a hook that ablates channels at every site
+    # (pruning's mean ablation) must see the same values there as in the full forward
+    model, idx = model_for(cfg), tokens(cfg)
+    positions = torch.tensor([15, 3, 9])
+    rows = torch.arange(len(positions))
+    shapes: dict[str, tuple[int, ...]] = {}
+
+    def ablate(site: str, x: Tensor) -> Tensor:
+        shapes[site] = tuple(x.shape)
+        return torch.cat([torch.full_like(x[..., :2], 0.5), x[..., 2:]], -1)
+
+    for hook in (None, ablate):
+        model.hook = hook
+        full = model(idx)[rows, positions]
+        assert torch.allclose(model(idx, positions), full, atol=1e-5)
+    # earlier blocks and the last block's keys and values see every position; the rest one
+    width = {"mlp_neuron": cfg.d_mlp}
+    for site in ("attn_in", "k", "v"):
+        assert shapes[f"l1.{site}"] == (3, 16, width.get(site, cfg.d_model))
+    for site in ("q", "attn_out", "mlp_in", "mlp_neuron", "mlp_out"):
+        assert shapes[f"l0.{site}"] == (3, 16, width.get(site, cfg.d_model))
+        assert shapes[f"l1.{site}"] == (3, width.get(site, cfg.d_model))
+    assert shapes["final_in"] == (3, cfg.d_model)
+
+
 def test_sink_path_matches_sdpa_when_the_sink_is_off() -> None:
     with_sink = model_for(GPTConfig(**{**vars(TINY), "attention_sink": True}))
     plain = model_for(TINY)

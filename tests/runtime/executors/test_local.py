@@ -1,12 +1,19 @@
-"""The local executor's plain progress lines (what a log or CI sees instead of the live bar)."""
+"""The local executor: plain progress lines (what a log or CI sees instead of the live bar),
+and two runs of one workspace sharing its jobs."""
 
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 from rich.console import Console
 
-from runtime.executors.local import PlainLines
+from compiler.plan import compile_plan
+from compiler.sweep import expand
+from compiler.workspace import materialize
+from runtime.executors.local import LocalExecutor, PlainLines
+from runtime.job import LOG_FILE, START_MARK
+from spec.loader import load_recipe
 
 
 def lines_of(sink: io.StringIO) -> list[str]:
@@ -36,3 +43,36 @@ def test_each_job_gets_its_own_first_eta_line() -> None:
         plain.update({"step": 2, "total_steps": 4, "eta_s": 5.0})
         plain.end(name, None)
     assert sum("ETA" in line for line in lines_of(sink)) == 2
+
+
+TINY = """\
+name: tiny
+data: {corpus: synthetic, max_bytes: 60K, vocab_size: 300, context: 16}
+model: {n_layer: 1, d_model: 16, d_head: 8}
+train: {tokens: 8K, batch_size: 4, eval_every: 50, eval_tokens: 256, checkpoint_every: 20}
+prune: {tasks: [while_return_true], steps: 4, batch_size: 8, train_pairs: 16,
+        heldout_pairs: 8, test_pairs: 8, mean_tokens: 1K, loss_threshold: 5.0}
+"""
+
+
+def test_a_job_another_run_finished_since_the_plan_was_made_is_not_run_again(
+    tmp_path: Path,
+) -> None:
+    # Two runs of one workspace share its jobs out: each skips what the other is running
+    # (tests/compiler/test_run_processes.py) and what the other has finished meanwhile.
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(TINY, encoding="utf-8")
+    workspace = tmp_path / "ws"
+    spec, doc = load_recipe(recipe, [])
+    plan = compile_plan(spec, expand(spec, doc), workspace)
+    materialize(plan, workspace)
+    first = LocalExecutor(workspace, Console(file=io.StringIO())).run(plan)
+    assert first.ok and len(first.done) == len(plan.pending())
+
+    sink = io.StringIO()
+    second = LocalExecutor(workspace, Console(file=sink, width=200)).run(plan)  # a stale plan
+    assert second.ok and sorted(second.done) == sorted(first.done)
+    for job in plan.jobs.values():
+        log = (workspace / job.rel_dir / LOG_FILE).read_text(errors="replace")
+        assert log.count(START_MARK) == (2 if job.kind == "ingest" else 1), job.name
+    assert sink.getvalue().count("finished by another run meanwhile") == len(plan.jobs) - 1

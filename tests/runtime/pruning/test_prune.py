@@ -184,15 +184,21 @@ def test_frozen_norms_replay_the_full_models_scales(planted_ns: SimpleNamespace)
     assert all(n.scale_hook is None for n in (norm, model.blocks[0].ln_attn, model.ln_f))
 
 
-def test_silent_nodes_are_zero_on_every_prompt_position(planted_ns: SimpleNamespace) -> None:
+def test_silent_nodes_are_zero_wherever_they_could_reach_the_answer(
+        planted_ns: SimpleNamespace) -> None:
+    # The planted model has one block, so its MLP reaches the logits at the answer position only.
     silent = silent_nodes(planted_ns.model, planted_ns.layout, planted_ns.train)
     layout = planted_ns.layout
-    assert not silent[layout.index("l0.mlp_neuron", 0)]  # the planted neuron fires
-    assert not silent[layout.index("l0.mlp_neuron", 4)]  # the injector fires on the markers …
-    assert silent[layout.index("l0.mlp_neuron", 5)]  # … an unused neuron never does
+    assert not silent[layout.index("l0.mlp_neuron", 0)]  # the planted neuron fires there
+    assert not silent[layout.index("l0.attn_in", 0)]  # keys and values are read everywhere
+    # the injector fires on the markers, never at the answer: silent there, where its mean
+    # would be injected; so is a neuron that never fires at all
+    assert silent[layout.index("l0.mlp_neuron", 4)]
+    assert silent[layout.index("l0.mlp_neuron", 5)]
     zeroed = silence_to_zero(planted_ns.fill, layout, silent)
+    assert zeroed["l0.mlp_neuron"][4] == 0 < planted_ns.fill["l0.mlp_neuron"][4]  # no injection
     assert zeroed["l0.mlp_neuron"][5] == 0
-    assert torch.equal(zeroed["l0.mlp_neuron"][:5], planted_ns.fill["l0.mlp_neuron"][:5])
+    assert torch.equal(zeroed["l0.mlp_neuron"][:4], planted_ns.fill["l0.mlp_neuron"][:4])
 
 
 # ---------------------------------------------------------------------------------------------
