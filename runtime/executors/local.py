@@ -269,8 +269,12 @@ def _describe(info: dict[str, Any]) -> list[str]:
         parts.append(f"loss {info['loss']:.3f}")
     if "tokens_per_s" in info:
         parts.append(f"{info['tokens_per_s']:,.0f} tok/s")
-    if "phase" in info:
-        parts.append(str(info["phase"]))
+    if "phase" in info:  # a prune job: where in which phase, out of how much
+        phase = str(info["phase"])
+        for done, total, unit in (("step", "steps", ""), ("trial", "trials", "trial ")):
+            if isinstance(info.get(done), int) and isinstance(info.get(total), int):
+                phase += f" {unit}{info[done] + 1}/{info[total]}"
+        parts.append(phase)
     return parts
 
 

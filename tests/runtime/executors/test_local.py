@@ -11,7 +11,7 @@ from rich.console import Console
 from compiler.plan import compile_plan
 from compiler.sweep import expand
 from compiler.workspace import materialize
-from runtime.executors.local import LocalExecutor, PlainLines
+from runtime.executors.local import LocalExecutor, PlainLines, describe_progress
 from runtime.job import LOG_FILE, START_MARK
 from spec.loader import load_recipe
 
@@ -43,6 +43,13 @@ def test_each_job_gets_its_own_first_eta_line() -> None:
         plain.update({"step": 2, "total_steps": 4, "eta_s": 5.0})
         plain.end(name, None)
     assert sum("ETA" in line for line in lines_of(sink)) == 2
+
+
+def test_a_prune_jobs_progress_says_where_it_is_in_which_phase() -> None:
+    assert describe_progress({"phase": "optimise", "step": 119, "steps": 300,
+                              "task_loss": 0.2}) == ["optimise 120/300"]
+    assert describe_progress({"phase": "discretise", "trial": 1, "trials": 4, "loss": 0.1}) == [
+        "loss 0.100", "discretise trial 2/4"]
 
 
 TINY = """\
