@@ -24,6 +24,7 @@ from typer.core import TyperArgument, TyperCommand, TyperGroup
 from compiler import estimate
 from compiler.plan import Plan, compile_plan
 from compiler.sweep import SweepPoint, load_points
+from compiler.timing import PlanTiming, time_plan
 from compiler.workspace import materialize, reasons
 from runtime.job import STAGES
 from spec.errors import Problem, RecipeError
@@ -186,9 +187,11 @@ def plan(
     ws = _workspace(workspace)
     compiled = _compile(recipe, set_, ws)
     why = reasons(compiled, ws)
+    timing = time_plan(compiled, ws)
     train_jobs = compiled.stage("train")
-    trained = compiled.points if train_jobs else []  # a groundtruth-only plan trains nothing
-    flops = sum(estimate.training_flops(p.recipe) for p in trained)
+    # only the models that will train: a cached one costs nothing
+    to_train = [job for job in train_jobs if job.key not in compiled.done]
+    flops = sum(estimate.job_training_flops(job.config) for job in to_train)
     if as_json:
         out.print_json(
             json.dumps(
@@ -198,6 +201,8 @@ def plan(
                     "workspace": str(ws),
                     "points": [p.values for p in compiled.points],
                     "train_flops": flops,
+                    "stages": {kind: _stage_json(compiled, timing, kind) for kind in STAGES},
+                    "est_wall_s": timing.total_s,
                     "jobs": [
                         {
                             "name": j.name,
@@ -207,6 +212,7 @@ def plan(
                             "labels": list(j.labels),
                             "cached": j.key in compiled.done,
                             "why": why.get(j.key),
+                            **_job_timing(timing, j.key),
                         }
                         for j in compiled.jobs.values()
                     ],
@@ -215,22 +221,30 @@ def plan(
         )
         return
     table = Table(title=f"plan: {compiled.recipe.name} ({len(compiled.points)} sweep points)")
-    for column in ("stage", "jobs", "cached", "to run"):
+    for column in ("stage", "jobs", "cached", "to run", "est. wall"):
         table.add_column(column, justify="left" if column == "stage" else "right")
     for kind in STAGES:
         jobs = compiled.stage(kind)
         cached = sum(job.key in compiled.done for job in jobs)
-        table.add_row(kind, str(len(jobs)), str(cached), str(len(jobs) - cached))
+        stage = timing.stages.get(kind)
+        wall = "" if stage is None else "?" if stage.seconds is None else _duration(stage.seconds)
+        table.add_row(kind, str(len(jobs)), str(cached), str(len(jobs) - cached), wall)
     out.print(table)
-    tokens = sum(p.recipe.train.tokens for p in trained)
+    _print_timing(timing)
+    tokens = sum(int(job.config["train"]["tokens"]) for job in to_train
+                 if job.config.get("control") != "random_init")
     # random_init controls are train jobs that train nothing
-    untrained = sum(job.config.get("control") == "random_init" for job in train_jobs)
+    untrained = sum(job.config.get("control") == "random_init" for job in to_train)
     controls = f" (+{untrained} untrained control(s))" if untrained else ""
-    out.print(
-        f"training: {len(train_jobs) - untrained} model(s){controls}, "
-        f"{_si(tokens, billion='B')} tokens in all, "
-        f"≈ {_si(flops)}FLOP (6·N·D)"
-    )
+    cached_models = len(train_jobs) - len(to_train)
+    cached_note = f" ({cached_models} cached)" if cached_models else ""
+    if to_train:
+        out.print(
+            f"training: {len(to_train) - untrained} model(s) to train{controls}{cached_note}, "
+            f"{_si(tokens, billion='B')} tokens in all, ≈ {_si(flops)}FLOP (6·N·D)"
+        )
+    elif train_jobs:
+        out.print(f"training: nothing to train{cached_note}")
     pending = [job for job in compiled.pending() if job.kind != "ingest"]
     if not pending:
         out.print("[green]everything is cached[/]")
@@ -242,6 +256,59 @@ def plan(
     out.print(jobs_table)
     if len(pending) > limit:
         out.print(f"… and {len(pending) - limit} more (--limit N, or --json for all)")
+
+
+def _stage_json(compiled: Plan, timing: PlanTiming, kind: str) -> dict[str, Any]:
+    jobs = compiled.stage(kind)
+    cached = sum(job.key in compiled.done for job in jobs)
+    stage = timing.stages.get(kind)
+    return {
+        "jobs": len(jobs),
+        "cached": cached,
+        "to_run": len(jobs) - cached,
+        # nothing to run takes no time; null: nothing in the workspace to time it from
+        "est_wall_s": 0.0 if stage is None else stage.seconds,
+        "untimed": None if stage is None else stage.reason,
+        "timed_on_other_hosts": [] if stage is None else sorted(stage.hosts),
+    }
+
+
+def _job_timing(timing: PlanTiming, key: str) -> dict[str, Any]:
+    """A pending job's estimate and where it comes from (or why there is none)."""
+    estimate = timing.jobs.get(key)
+    if estimate is None:  # cached
+        return {"est_wall_s": None, "est_wall_from": None}
+    return {"est_wall_s": estimate.seconds, "est_wall_from": estimate.reason}
+
+
+def _print_timing(timing: PlanTiming) -> None:
+    """The expected wall time of the jobs to run, and which stages could not be timed."""
+    if not timing.stages:
+        return
+    untimed = [stage for stage in timing.stages.values() if stage.seconds is None]
+    total = timing.total_s
+    if total is not None:
+        line = f"expected wall time: ≈ {_duration(total)}, from this workspace's past jobs"
+    elif len(untimed) < len(timing.stages):
+        line = (f"expected wall time: ≥ {_duration(timing.timed_s)}, from this workspace's past "
+                "jobs; not timed:")
+    else:
+        line = "expected wall time: not known"
+    out.print(line, highlight=False)
+    for stage in untimed:
+        out.print(f"  {stage.kind}: {stage.reason}", highlight=False)
+    for stage in timing.stages.values():
+        if stage.hosts:
+            hosts = ", ".join(sorted(stage.hosts))
+            out.print(f"  {stage.kind}: timed from jobs that ran on {hosts}, not this machine",
+                      highlight=False)
+
+
+def _duration(seconds: float) -> str:
+    """Seconds under a minute (a tiny job's estimate must not read 0m00s), else 1m05s, 2h10m."""
+    from runtime.executors.local import duration
+
+    return f"{seconds:.1f}s" if seconds < 59.5 else duration(seconds)
 
 
 def _si(value: float, billion: str = "G") -> str:

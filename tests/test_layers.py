@@ -18,6 +18,8 @@ CLI = "compiler.cli"
 ALLOWED = {
     # the job-folder contract (file names, stages, states) that the compiler writes and reads
     ("compiler.plan", "runtime.job"), ("compiler.workspace", "runtime.job"),
+    # and the past jobs' folders that plan's wall-time estimates are timed from
+    ("compiler.timing", "runtime.job"),
     # its atomic writes
     ("compiler.workspace", "runtime.io"),
     # the ingest stage is a job like the others, so that SLURM runs it on the cluster after the
