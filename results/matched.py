@@ -9,6 +9,13 @@ smoothly with capability. A sparse run outside the family's loss range gets no d
 ratio: extrapolating would invent the very number the comparison is for. A dense circuit of zero
 edges cannot be interpolated in log space and is left out of the family for that task.
 
+Only circuits of a behaviour the model has are compared: a run whose full model misses the loss
+threshold on a task (``model_solves`` false: held-out pairs, uncalibrated) is left out of the
+dense family for that task, and a sparse run's row for it gets no ratio. Pruning with
+calibration can still find a circuit there — a few nodes whose weak signal a fitted logit scale
+amplifies past the threshold, often through the last token's embedding — but that circuit is
+not how the model does the task, because the model does not do it.
+
 ``ratio`` = dense edges at the matched loss / sparse edges (> 1: the sparse circuit is smaller);
 per run, ``geomean_ratio`` is the geometric mean over the tasks that got a ratio, next to
 ``n_matched`` of ``n_tasks`` so that a mean over a few tasks is not read as one over all.
@@ -19,15 +26,16 @@ from __future__ import annotations
 MATCHED_VIEW = """
 CREATE OR REPLACE VIEW matched AS
 WITH te AS (
-    SELECT t.run_key, t.protocol, t.task, t.n_edges, r.recipe, r.heldout_loss,
+    SELECT t.run_key, t.protocol, t.task, t.n_edges, t.model_solves, r.recipe, r.heldout_loss,
            r.sparsity_target, r.n_params, r.n_nonzero, r.d_model
     FROM task_edges t JOIN runs r ON r.key = t.run_key
     WHERE r.heldout_loss IS NOT NULL AND r.control IS NULL
 ), dense AS (
-    SELECT * FROM te WHERE sparsity_target >= 1 AND n_edges > 0
+    SELECT * FROM te WHERE sparsity_target >= 1 AND n_edges > 0 AND model_solves
 ), bracket AS (
     SELECT s.run_key, s.recipe, s.protocol, s.task, s.heldout_loss, s.sparsity_target,
-           s.n_params, s.n_nonzero, s.d_model, s.n_edges AS sparse_edges,
+           s.n_params, s.n_nonzero, s.d_model, s.model_solves,
+           CASE WHEN s.model_solves THEN s.n_edges END AS sparse_edges,
            count(d.run_key) AS n_dense,
            max(d.heldout_loss) FILTER (d.heldout_loss <= s.heldout_loss) AS below_loss,
            arg_max(d.n_edges, d.heldout_loss) FILTER (d.heldout_loss <= s.heldout_loss)
@@ -53,7 +61,7 @@ WITH te AS (
     FROM interpolated
 )
 SELECT run_key, recipe, protocol, task, heldout_loss, sparsity_target, n_params, n_nonzero,
-       d_model, sparse_edges, dense_edges, ratio,
+       d_model, model_solves, sparse_edges, dense_edges, ratio,
        below_loss AS dense_loss_below, above_loss AS dense_loss_above, n_dense,
        exp(avg(ln(ratio)) OVER run) AS geomean_ratio,
        count(ratio) OVER run AS n_matched,

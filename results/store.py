@@ -220,6 +220,8 @@ CREATE OR REPLACE VIEW task_edges AS
 WITH per_seed AS (
     SELECT run_key, loss_threshold, ablation, task, prune_seed,
            bool_or(found) AS found,
+           -- the model itself reaches the threshold (held-out pairs, uncalibrated)
+           bool_or(full_model_loss <= loss_threshold) AS model_solves,
            min(n_edges) FILTER (found AND n_edges IS NOT NULL
                                 AND NOT coalesce(not_distinguishable, false)) AS n_edges
     FROM circuits
@@ -227,7 +229,8 @@ WITH per_seed AS (
     GROUP BY ALL
 ), per_task AS (
     SELECT run_key, loss_threshold, ablation, task,
-           bool_or(found) AS found, median(n_edges) AS n_edges, count(*) AS n_prune_seeds
+           bool_or(found) AS found, bool_or(model_solves) AS model_solves,
+           median(n_edges) AS n_edges, count(*) AS n_prune_seeds
     FROM per_seed
     GROUP BY ALL
 ), with_tasks AS (

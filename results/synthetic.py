@@ -200,6 +200,7 @@ def prune_job(
     n_nodes: int = 12,
     prune_seed: int = 0,
     control: str | None = None,
+    full_model_loss: float = 0.05,
 ) -> Path:
     train_config = json.loads((train_dir / CONFIG_FILE).read_text())
     n_layer = train_config["model"]["n_layer"]
@@ -220,7 +221,8 @@ def prune_job(
         by_kind[kind] = by_kind.get(kind, 0) + 1
     results = {
         "task": task, "loss_threshold": loss_threshold,
-        "achieved_loss": loss_threshold * 0.9 if found else 0.4, "full_model_loss": 0.05,
+        "achieved_loss": loss_threshold * 0.9 if found else 0.4,
+        "full_model_loss": full_model_loss,
         "n_nodes": len(nodes), "nodes_by_kind": by_kind, "n_edges": n_edges,
         "edges_by_type": {"mlp_neuron->mlp_out": n_edges},
         "sufficiency_loss": loss_threshold * 0.9, "necessity_loss": 0.69,

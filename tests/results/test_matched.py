@@ -77,3 +77,26 @@ def test_the_report_shows_the_matched_ratio(workspace: Path) -> None:
 
     context = report_context(workspace)
     assert {r["d_model"]: r["n_matched"] for r in context["matched"]} == {512: 0, 256: 2, 128: 2}
+
+
+def test_only_circuits_of_a_task_the_model_does_are_compared(tmp_path: Path) -> None:
+    # A dense run that misses the threshold on a task (full-model loss 0.6 > 0.15) is not in
+    # the family for that task, though calibration found it a tiny circuit; without it the
+    # sparse run has no bracket below. A sparse run that misses it gets no ratio either.
+    ws = tmp_path / "ws"
+    for loss, edges, full in ((2.0, 400, 0.05), (1.5, 4, 0.6), (1.0, 1600, 0.05)):
+        dense = synthetic.train_job(ws, sparsity_target=1.0, heldout_loss=loss,
+                                    d_model=int(64 / loss))
+        synthetic.prune_job(ws, dense, "with_as", edges, full_model_loss=full)
+    for d_model, full in ((128, 0.05), (256, 0.6)):
+        sparse = synthetic.train_job(ws, sparsity_target=0.05, heldout_loss=1.25, d_model=d_model)
+        synthetic.prune_job(ws, sparse, "with_as", 10, full_model_loss=full)
+    ingest(ws)
+    got = {r["d_model"]: r for r in rows(ws, "SELECT * FROM matched")}
+    assert got[128]["model_solves"] and got[128]["dense_loss_below"] == 1.0
+    assert got[128]["dense_loss_above"] == 2.0  # 1.5 is skipped: its model misses the task
+    # a quarter of the way from loss 1.0 to 2.0 in log space: 1600 · (400/1600)^¼ = 1131
+    assert got[128]["ratio"] == pytest.approx(1600 * 0.25 ** 0.25 / 10)
+    assert not got[256]["model_solves"]
+    assert got[256]["sparse_edges"] is None and got[256]["ratio"] is None
+    assert (got[256]["n_matched"], got[256]["n_tasks"]) == (0, 1)
