@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import duckdb
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -161,6 +162,22 @@ def test_readme_command_runs(quickstart: Path, command: str) -> None:
             assert result.stdout or result.stderr, args
         if args[0] == "show" and args[1] == "train-":
             assert all(f"  {name}" in result.stdout for name in train)
+
+
+def test_every_circuit_of_the_quickstart_has_its_counted_edges_and_nodes_as_rows(
+    quickstart: Path,
+) -> None:
+    # README's edge rule, in the store: one circuit_edges row per counted edge (issue 14)
+    store = quickstart / "xcompile-runs" / "store.duckdb"
+    with duckdb.connect(str(store), read_only=True) as con:
+        rows = con.execute(
+            "SELECT c.key, c.n_nodes, c.n_edges, "
+            "(SELECT count(*) FROM circuit_nodes n WHERE n.prune_key = c.key), "
+            "(SELECT count(*) FROM circuit_edges e WHERE e.prune_key = c.key) "
+            "FROM circuits c WHERE c.found").fetchall()
+    assert rows, "the quickstart found no circuit"
+    for key, n_nodes, n_edges, node_rows, edge_rows in rows:
+        assert (node_rows, edge_rows) == (n_nodes, n_edges), key
 
 
 def test_readme_bad_recipe_example_prints_what_readme_shows(tmp_path: Path) -> None:
