@@ -1,9 +1,11 @@
 """The paper's comparison (method §5): a sparse model's circuits against a dense model's *at the
 same pretraining loss*.
 
-Dense models of one recipe and protocol form a family along their held-out loss (several widths,
-seeds). For each sparse run and task, the family's circuit size at the sparse run's loss is
-interpolated between the two dense runs that bracket it — the closest one with loss ≤ and the
+Dense models of one recipe and protocol form a family along their held-out loss: one point per
+dense model family (``runs.family``: a width, say, over its seeds), at its seeds' mean loss and
+the geometric mean of their circuit sizes, so that one seed's luck does not pick the bracket.
+For each sparse run and task, the family's circuit size at the sparse run's loss is
+interpolated between the two dense points that bracket it — the closest one with loss ≤ and the
 closest with loss ≥ — linearly in log(edges) against loss, the space in which circuit size moves
 smoothly with capability. A sparse run outside the family's loss range gets no dense size and no
 ratio: extrapolating would invent the very number the comparison is for. A dense circuit of zero
@@ -27,16 +29,19 @@ MATCHED_VIEW = """
 CREATE OR REPLACE VIEW matched AS
 WITH te AS (
     SELECT t.run_key, t.protocol, t.task, t.n_edges, t.model_solves, r.recipe, r.heldout_loss,
-           r.sparsity_target, r.n_params, r.n_nonzero, r.d_model
+           r.sparsity_target, r.n_params, r.n_nonzero, r.d_model, r.family
     FROM task_edges t JOIN runs r ON r.key = t.run_key
     WHERE r.heldout_loss IS NOT NULL AND r.control IS NULL
-), dense AS (
-    SELECT * FROM te WHERE sparsity_target >= 1 AND n_edges > 0 AND model_solves
+), dense AS (  -- one point per dense family: its seeds' mean loss and geometric-mean size
+    SELECT recipe, protocol, task, family, avg(heldout_loss) AS heldout_loss,
+           exp(avg(ln(n_edges))) AS n_edges, count(*) AS n_seeds
+    FROM te WHERE sparsity_target >= 1 AND n_edges > 0 AND model_solves
+    GROUP BY ALL
 ), bracket AS (
     SELECT s.run_key, s.recipe, s.protocol, s.task, s.heldout_loss, s.sparsity_target,
            s.n_params, s.n_nonzero, s.d_model, s.model_solves,
            CASE WHEN s.model_solves THEN s.n_edges END AS sparse_edges,
-           count(d.run_key) AS n_dense,
+           count(d.family) AS n_dense, coalesce(sum(d.n_seeds), 0)::BIGINT AS n_dense_runs,
            max(d.heldout_loss) FILTER (d.heldout_loss <= s.heldout_loss) AS below_loss,
            arg_max(d.n_edges, d.heldout_loss) FILTER (d.heldout_loss <= s.heldout_loss)
                AS below_edges,
@@ -62,7 +67,7 @@ WITH te AS (
 )
 SELECT run_key, recipe, protocol, task, heldout_loss, sparsity_target, n_params, n_nonzero,
        d_model, model_solves, sparse_edges, dense_edges, ratio,
-       below_loss AS dense_loss_below, above_loss AS dense_loss_above, n_dense,
+       below_loss AS dense_loss_below, above_loss AS dense_loss_above, n_dense, n_dense_runs,
        exp(avg(ln(ratio)) OVER run) AS geomean_ratio,
        count(ratio) OVER run AS n_matched,
        count(*) OVER run AS n_tasks

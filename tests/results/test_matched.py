@@ -100,3 +100,23 @@ def test_only_circuits_of_a_task_the_model_does_are_compared(tmp_path: Path) -> 
     assert not got[256]["model_solves"]
     assert got[256]["sparse_edges"] is None and got[256]["ratio"] is None
     assert (got[256]["n_matched"], got[256]["n_tasks"]) == (0, 1)
+
+
+def test_a_dense_width_is_one_point_over_its_seeds(tmp_path: Path) -> None:
+    # Two seeds per dense width: the family point is their mean loss and geometric-mean size,
+    # so the nearest seed's luck does not decide the bracket.
+    ws = tmp_path / "ws"
+    for d_model, runs in ((16, ((2.1, 100), (1.9, 400))), (64, ((1.1, 10), (0.9, 40)))):
+        for seed, (loss, edges) in enumerate(runs):
+            dense = synthetic.train_job(ws, sparsity_target=1.0, heldout_loss=loss,
+                                        d_model=d_model, seed=seed)
+            synthetic.prune_job(ws, dense, "with_as", edges)
+    sparse = synthetic.train_job(ws, sparsity_target=0.05, heldout_loss=1.5, d_model=128)
+    synthetic.prune_job(ws, sparse, "with_as", 2)
+    ingest(ws)
+    [row] = rows(ws, "SELECT * FROM matched")
+    assert (row["dense_loss_below"], row["dense_loss_above"]) == pytest.approx((1.0, 2.0))
+    assert (row["n_dense"], row["n_dense_runs"]) == (2, 4)
+    # halfway between the points √(10·40) = 20 and √(100·400) = 200, in log space: √(20·200)
+    assert row["dense_edges"] == pytest.approx(math.sqrt(20 * 200))
+    assert row["ratio"] == pytest.approx(math.sqrt(20 * 200) / 2)
