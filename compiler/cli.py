@@ -381,11 +381,17 @@ def _report_not_found(compiled: Plan, ws: Path) -> None:
 
     prune_jobs = {job.name: job for job in compiled.stage("prune")}
     missing = circuits_not_found(ws / job.rel_dir for job in prune_jobs.values())
-    if not missing:
-        return
-    lines = [f"{len(missing)} circuit(s) not found; their runs are left out of the frontier:"]
-    lines += [f"  {m.job} ({prune_jobs[m.job].labels[0]}): {m.reason}" for m in missing]
-    sys.stderr.write("\n".join(lines) + "\n")  # plain: long reasons must not be re-wrapped
+    real = [m for m in missing if not prune_jobs[m.job].config.get("control")]
+    lines = []
+    if real:
+        lines.append(f"{len(real)} circuit(s) not found; their runs are left out of the frontier:")
+        lines += [f"  {m.job} ({prune_jobs[m.job].labels[0]}): {m.reason}" for m in real]
+    if len(missing) > len(real):  # a control that finds nothing is what it is there to show
+        lines.append(f"{len(missing) - len(real)} control circuit(s) not found, as a control "
+                     "should not (`xcompile query \"select * from circuits where control is not "
+                     "null\"`)")
+    if lines:
+        sys.stderr.write("\n".join(lines) + "\n")  # plain: long reasons must not be re-wrapped
 
 
 def _print_groundtruth(compiled: Plan, ws: Path) -> None:

@@ -25,7 +25,7 @@ ORDER BY count(*) FILTER (geomean_edges IS NOT NULL) DESC, count(*) DESC, protoc
 LIMIT 1
 """
 RUN_PROTOCOLS_SQL = """
-SELECT r.key, r.heldout_loss IS NOT NULL AS has_loss,
+SELECT r.key, r.heldout_loss IS NOT NULL AS has_loss, any_value(r.control) AS control,
        list(f.protocol ORDER BY f.protocol) FILTER (f.protocol IS NOT NULL) AS protocols,
        any_value(f.missing_tasks) FILTER (f.protocol = ?) AS missing,
        any_value(f.loss_threshold) FILTER (f.protocol = ?) AS loss_threshold,
@@ -80,7 +80,9 @@ def left_out(workspace: Path, protocol: str) -> list[LeftOut]:
     for run in runs:
         if run["shown"]:
             continue
-        if run["missing"]:
+        if run["control"]:
+            why = f"a {run['control']} control (controls are not frontier points)"
+        elif run["missing"]:
             missing = [
                 _with_reason(task, reasons.get(
                     (run["key"], task, run["loss_threshold"], run["ablation"])))

@@ -91,6 +91,12 @@ def _check_circuits_not_found(recipe: Path, ws: Path, xcompile: Xcompile) -> Non
     for run_key, *_ in rows:
         reason = f"  {run_key[:12]}: no circuit found for while_return_true (no circuit of"
         assert reason in plot.stderr
+    # a control that finds nothing is what it is there to show, and is said so
+    controlled = xcompile("run", str(recipe), "-w", str(ws), "--set", "prune.loss_threshold=1.0e-6",
+                          "--set", "controls=[shuffled_task]")
+    assert controlled.returncode == 0, controlled.stderr
+    assert "2 circuit(s) not found; their runs are left out of the frontier:" in controlled.stderr
+    assert "2 control circuit(s) not found, as a control should not" in controlled.stderr
 
 
 def test_failed_job_exits_1_skips_dependents_and_explains(

@@ -100,6 +100,9 @@ def test_left_out_names_every_run_the_plot_does_not_show(frontier: dict[str, dic
                                                          tmp_path: Path) -> None:
     ws = tmp_path / "ws"
     unpruned = synthetic.train_job(ws, sparsity_target=0.1, heldout_loss=2.0, seed=100)
+    untrained = synthetic.train_job(ws, sparsity_target=0.1, heldout_loss=7.0, seed=101,
+                                    control="random_init")
+    synthetic.prune_job(ws, untrained, BRACKET, 0, found=False, control="random_init")
     ingest(ws)
     protocol = default_protocol(ws)
     assert protocol == frontier["A"]["protocol"]  # the most complete runs, not I's own group
@@ -109,6 +112,8 @@ def test_left_out_names_every_run_the_plot_does_not_show(frontier: dict[str, dic
         keys["I"]: f"no circuit found for {BRACKET} (threshold not reached)",
         keys["H"]: f"pruned under another protocol: {frontier['H']['protocol']}",
         synthetic_key(ws, unpruned.name): "no circuits yet (its prune jobs have not finished)",
+        synthetic_key(ws, untrained.name): "a random_init control (controls are not frontier "
+                                           "points)",
     }
     _, plotted = frontier_rows(ws, protocol)
     assert keys["I"] not in {row["run_key"] for row in plotted}
