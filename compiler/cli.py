@@ -500,18 +500,28 @@ def frontier(
                      help="The protocol to plot (see `select distinct protocol from frontier`) "
                      "\\[default: the one with most complete runs]."),
     ] = None,
+    task: Annotated[
+        str | None,
+        typer.Option(metavar="TASK",
+                     help="Plot this task's circuits instead of the geometric mean over tasks, "
+                     "for the runs whose model does the task (full-model loss within the "
+                     "threshold); e.g. when one task's zero-edge circuits make every mean 0."),
+    ] = None,
 ) -> None:
-    """Plot pretraining loss against circuit size (geometric mean of edges over tasks), with
-    the Pareto front; dense and sparse runs distinguished. Every run the plot leaves out (a
-    circuit not found, another protocol, not pruned yet) is listed with the reason.
+    """Plot pretraining loss against circuit size (geometric mean of edges over tasks, or one
+    task's edges), with the Pareto front; dense and sparse runs distinguished. Every run the
+    plot leaves out (a circuit not found, another protocol, not pruned yet) is listed with the
+    reason, and each sparse run's ratio to the loss-matched dense circuits is printed.
 
-    Example: xcompile frontier -o frontier.png
+    Example: xcompile frontier -o frontier.png --task while_return_true
     """
     from results.frontier import (
+        check_task,
         default_protocol,
         describe_left_out,
         describe_matched,
         left_out,
+        left_out_of_task,
         matched_runs,
     )
     from results.plots import plot_frontier
@@ -520,12 +530,15 @@ def frontier(
     ws = _workspace(workspace)
     with _store_errors():
         chosen = protocol or default_protocol(ws)
-        left = describe_left_out(left_out(ws, chosen))
+        if task is not None:
+            check_task(ws, chosen, task)
+        left = describe_left_out(left_out(ws, chosen) if task is None
+                                 else left_out_of_task(ws, chosen, task))
         try:
-            path = plot_frontier(ws, output, chosen)
+            path = plot_frontier(ws, output, chosen, task)
         except StoreError as error:
             raise StoreError(f"{error}\n{left}".rstrip()) from None
-        matched = describe_matched(matched_runs(ws, chosen))
+        matched = describe_matched(matched_runs(ws, chosen, task), task)
     sys.stderr.write(f"wrote {path}\n" + (left + "\n" if left else "")
                      + (matched + "\n" if matched else ""))
 

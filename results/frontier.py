@@ -68,6 +68,16 @@ def default_protocol(workspace: Path) -> str:
     return str(rows[0]["protocol"])
 
 
+def check_task(workspace: Path, protocol: str, task: str) -> None:
+    """Raise a StoreError naming the protocol's tasks unless ``task`` is one of them."""
+    rows = fetch(workspace, "SELECT any_value(tasks) AS tasks FROM frontier WHERE protocol = ?",
+                 [protocol]).to_pylist()
+    tasks = (rows[0]["tasks"] if rows else None) or []
+    if task not in tasks:
+        raise StoreError(f"protocol {protocol!r} has no task {task!r}; its tasks: "
+                         + (", ".join(tasks) or "none"))
+
+
 def left_out(workspace: Path, protocol: str) -> list[LeftOut]:
     """Every run of the store that the plot of ``protocol`` does not show, with the reason."""
     params = [protocol] * 4
@@ -96,6 +106,47 @@ def left_out(workspace: Path, protocol: str) -> list[LeftOut]:
         else:
             why = "no circuits yet (its prune jobs have not finished)"
         result.append(LeftOut(run["key"], why))
+    return result
+
+
+# Per run of a protocol, how it stands on one task: the circuit (as task_edges counts it), whether
+# the model does the task, the full model's loss and why no circuit was found.
+TASK_STANDING_SQL = """
+SELECT t.run_key, t.found, t.model_solves, t.n_edges, min(c.full_model_loss) AS full_loss,
+       min(c.reason) FILTER (NOT c.found) AS reason
+FROM task_edges t
+JOIN circuits c ON c.run_key = t.run_key AND c.task = t.task AND c.control IS NULL
+               AND c.loss_threshold = t.loss_threshold AND c.ablation = t.ablation
+WHERE t.protocol = ? AND t.task = ?
+GROUP BY ALL
+"""
+
+
+def left_out_of_task(workspace: Path, protocol: str, task: str) -> list[LeftOut]:
+    """Every run that the one-task plot of ``task`` in ``protocol`` does not show, and why:
+    runs outside the protocol for the reasons ``left_out`` gives; in it, no circuit, a model
+    that does not do the task, or a circuit not distinguishable from its control."""
+    elsewhere = {run.run_key: run for run in left_out(workspace, protocol)}
+    standing = {r["run_key"]: r for r in
+                fetch(workspace, TASK_STANDING_SQL, [protocol, task]).to_pylist()}
+    keys = fetch(workspace, "SELECT key FROM runs ORDER BY key")["key"].to_pylist()
+    result = []
+    for key in keys:
+        row = standing.get(key)
+        if row is None:
+            if key in elsewhere:
+                result.append(elsewhere[key])
+            continue
+        loss = "" if row["full_loss"] is None else f" ({row['full_loss']:.3f})"
+        if not row["model_solves"]:
+            why = f"the model does not do {task}: full-model loss{loss} above the threshold"
+        elif not row["found"]:
+            why = "no circuit found for " + _with_reason(task, row["reason"])
+        elif row["n_edges"] is None:
+            why = f"its {task} circuit is not distinguishable from its control"
+        else:
+            continue
+        result.append(LeftOut(key, why))
     return result
 
 
@@ -136,19 +187,35 @@ GROUP BY run_key ORDER BY heldout_loss
 """
 
 
-def matched_runs(workspace: Path, protocol: str) -> list[dict[str, Any]]:
-    return fetch(workspace, MATCHED_RUNS_SQL, [protocol]).to_pylist()
+# The same for one task: its ratio alone.
+MATCHED_TASK_SQL = """
+SELECT run_key, d_model, sparsity_target, n_params, n_nonzero, heldout_loss,
+       ratio AS geomean_ratio, (ratio IS NOT NULL)::INT AS n_matched, 1 AS n_tasks
+FROM matched WHERE protocol = ? AND task = ?
+ORDER BY heldout_loss
+"""
 
 
-def describe_matched(runs: list[dict[str, Any]]) -> str:
-    """Lines for `xcompile frontier`: each sparse run's ratio to the loss-matched dense family."""
+def matched_runs(workspace: Path, protocol: str, task: str | None = None
+                 ) -> list[dict[str, Any]]:
+    if task is None:
+        return fetch(workspace, MATCHED_RUNS_SQL, [protocol]).to_pylist()
+    return fetch(workspace, MATCHED_TASK_SQL, [protocol, task]).to_pylist()
+
+
+def describe_matched(runs: list[dict[str, Any]], task: str | None = None) -> str:
+    """Lines for `xcompile frontier`: each sparse run's ratio to the loss-matched dense family
+    (over the tasks, or on ``task``)."""
     if not runs:
         return ""
-    lines = ["sparse vs loss-matched dense circuits (geometric mean of dense/sparse edges):"]
+    lines = ["sparse vs loss-matched dense circuits (geometric mean of dense/sparse edges):"
+             if task is None else f"sparse vs loss-matched dense {task} circuits (dense/sparse "
+             "edges):"]
     for r in runs:
-        ratio = ("no dense runs bracket its loss" if r["geomean_ratio"] is None
-                 else f"{r['geomean_ratio']:.2f}× smaller over {r['n_matched']}/{r['n_tasks']} "
-                 "tasks")
+        over = f"over {r['n_matched']}/{r['n_tasks']} tasks" if task is None else f"on {task}"
+        ratio = ("no ratio (no dense runs that do the task bracket its loss, or it has no "
+                 "circuit)" if r["geomean_ratio"] is None
+                 else f"{r['geomean_ratio']:.2f}× smaller {over}")
         lines.append(f"  {r['run_key'][:12]} d_model {r['d_model']}, kept "
                      f"{r['sparsity_target']:g}, loss {r['heldout_loss']:.3f}: {ratio}")
     return "\n".join(lines)

@@ -21,7 +21,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from results.frontier import default_protocol
+from results.frontier import check_task, default_protocol
 from results.query import fetch
 from results.store import StoreError
 
@@ -31,23 +31,33 @@ CMAP = "viridis"
 FRONT_COLOUR = "crimson"
 
 
-def frontier_rows(workspace: Path, protocol: str | None = None) -> tuple[str, list[dict[str, Any]]]:
+def frontier_rows(workspace: Path, protocol: str | None = None,
+                  task: str | None = None) -> tuple[str, list[dict[str, Any]]]:
     """The plotted rows of one protocol: the one given, else the one with most complete runs.
 
-    Only runs with a circuit for every task of the protocol have a point; the others are named
-    by ``results.frontier.left_out``.
+    A row's ``edges`` is the run's geometric mean over the protocol's tasks (only runs with a
+    circuit for every task have one), or with ``task`` that task's circuit, for the runs whose
+    model does the task (full-model loss within the threshold, as ``matched`` counts them). The
+    runs left out are named by ``results.frontier.left_out``.
     """
     if protocol is None:
         protocol = default_protocol(workspace)
-    rows = fetch(workspace, FRONTIER_ROWS_SQL, [protocol]).to_pylist()
+    if task is None:
+        rows = fetch(workspace, FRONTIER_ROWS_SQL, [protocol]).to_pylist()
+        if not rows:
+            raise StoreError(f"no run of protocol {protocol!r} has a circuit for every task")
+        return protocol, rows
+    check_task(workspace, protocol, task)
+    rows = fetch(workspace, TASK_ROWS_SQL, [protocol, task]).to_pylist()
     if not rows:
-        raise StoreError(f"no run of protocol {protocol!r} has a circuit for every task")
-    return protocol, rows
+        raise StoreError(f"no run of protocol {protocol!r} has a {task} circuit of a model "
+                         "that does the task")
+    return protocol, _with_task_families(_with_pareto(rows))
 
 
 # Each run with its family's replicate summary (results/replicates.py), for the error bars.
 FRONTIER_ROWS_SQL = """
-SELECT f.*, m.n_seeds AS family_seeds, m.geomean_edges AS family_edges,
+SELECT f.*, f.geomean_edges AS edges, m.n_seeds AS family_seeds, m.geomean_edges AS family_edges,
        m.ci_low AS family_ci_low, m.ci_high AS family_ci_high,
        m.heldout_loss AS family_loss, m.heldout_loss_min AS family_loss_min,
        m.heldout_loss_max AS family_loss_max
@@ -55,6 +65,47 @@ FROM frontier f LEFT JOIN families m USING (family, protocol)
 WHERE f.protocol = ? AND f.geomean_edges IS NOT NULL
 ORDER BY f.geomean_edges, f.heldout_loss
 """
+# One task's circuits (task_edges: the smallest per pruning seed, the median over seeds), of the
+# runs whose model does the task; the Pareto flags and families are the task's own.
+TASK_ROWS_SQL = """
+SELECT f.* EXCLUDE (pareto), t.n_edges::DOUBLE AS edges
+FROM frontier f JOIN task_edges t USING (run_key, protocol)
+WHERE f.protocol = ? AND t.task = ? AND t.model_solves AND t.n_edges IS NOT NULL
+ORDER BY edges, f.heldout_loss
+"""
+# What a family's bar spans on a one-task plot: the seeds' smallest and largest circuit.
+TASK_FAMILY_BAR = "family over seeds: edge range, loss range"
+FAMILY_BAR = "family over seeds: 95 % CI (edges), loss range"
+
+
+def _with_pareto(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Pareto as the frontier view defines it: no other row has loss <= and edges <=, one of
+    them strictly lower."""
+    for row in rows:
+        row["pareto"] = not any(
+            o["heldout_loss"] <= row["heldout_loss"] and o["edges"] <= row["edges"]
+            and (o["heldout_loss"] < row["heldout_loss"] or o["edges"] < row["edges"])
+            for o in rows)
+    return rows
+
+
+def _with_task_families(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each row with its family's seeds on this task: geometric-mean edges, their range, and
+    the mean and range of the losses (too few seeds for a bootstrap to mean much per task)."""
+    families: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        families.setdefault(row["family"], []).append(row)
+    for seeds in families.values():
+        edges = [max(r["edges"], 1.0) for r in seeds]
+        losses = [r["heldout_loss"] for r in seeds]
+        summary = {"family_seeds": len(seeds),
+                   "family_edges": math.exp(sum(map(math.log, edges)) / len(edges)),
+                   "family_ci_low": min(edges), "family_ci_high": max(edges),
+                   "family_loss": sum(losses) / len(losses),
+                   "family_loss_min": min(losses), "family_loss_max": max(losses)}
+        for row in seeds:
+            row.update(summary)
+    return rows
 
 
 def _params(n: int) -> str:
@@ -86,9 +137,10 @@ def _family_lines(ax: Any, rows: list[dict[str, Any]], edges: list[float],
     return handles
 
 
-def _family_error_bars(ax: Any, rows: list[dict[str, Any]]) -> list[Line2D]:
-    """One bar per model family with several seeds: the bootstrap 95 % CI of its geometric-mean
-    edges across, the range of its held-out losses up and down, at (geomean, mean loss)."""
+def _family_error_bars(ax: Any, rows: list[dict[str, Any]], label: str) -> list[Line2D]:
+    """One bar per model family with several seeds: the spread of its edges across (the
+    bootstrap 95 % CI of the geometric mean; on a one-task plot the seeds' range), the range of
+    its held-out losses up and down, at (geometric-mean edges, mean loss)."""
     families = {r["family"]: r for r in rows if (r.get("family_seeds") or 0) >= 2
                 and r["family_ci_low"] is not None}
     for r in families.values():
@@ -101,7 +153,7 @@ def _family_error_bars(ax: Any, rows: list[dict[str, Any]]) -> list[Line2D]:
     if not families:
         return []
     return [Line2D([], [], marker="D", ls="-", color="0.15", mfc="white",
-                   label="family over seeds: 95 % CI (edges), loss range")]
+                   label=label)]
 
 
 def _target_norm(targets: list[float]) -> Normalize:
@@ -111,10 +163,12 @@ def _target_norm(targets: list[float]) -> Normalize:
     return LogNorm(vmin=low, vmax=high)
 
 
-def frontier_figure(protocol: str, rows: list[dict[str, Any]]) -> Figure:
+def frontier_figure(protocol: str, rows: list[dict[str, Any]], task: str | None = None) -> Figure:
+    """The frontier of ``rows`` (``frontier_rows``): of the geometric mean over tasks, or of
+    ``task``'s circuits."""
     fig, ax = plt.subplots(figsize=(8, 5.5), layout="constrained")
     # A zero-edge circuit cannot sit on a log axis; it is drawn at 1 edge (and says so).
-    edges = [max(r["geomean_edges"], 1.0) for r in rows]
+    edges = [max(r["edges"], 1.0) for r in rows]
     loss = [r["heldout_loss"] for r in rows]
     targets = [r["sparsity_target"] for r in rows]
     norm = _target_norm(targets)
@@ -140,9 +194,12 @@ def frontier_figure(protocol: str, rows: list[dict[str, Any]]) -> Figure:
     ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
     ax.xaxis.set_minor_formatter(NullFormatter())
     ax.margins(x=0.12, y=0.08)  # room for the point labels inside the axes
-    ax.set_xlabel("circuit size: geometric mean of edges over tasks (log)")
+    ax.set_xlabel("circuit size: geometric mean of edges over tasks (log)" if task is None
+                  else f"circuit size: edges of the {task} circuit (log; 0 drawn at 1)")
     ax.set_ylabel("held-out pretraining loss (nats/token)")
-    ax.set_title(f"Interpretability vs capability — {len(rows)} runs\n{protocol}", fontsize=10)
+    subject = "" if task is None else f", {task} (models that do it)"
+    ax.set_title(f"Interpretability vs capability — {len(rows)} runs{subject}\n{protocol}",
+                 fontsize=10)
     ax.grid(True, which="both", alpha=0.25)
     ax.annotate("better", xy=(0.03, 0.04), xytext=(0.13, 0.14), xycoords="axes fraction",
                 arrowprops={"arrowstyle": "->", "color": "0.4"}, color="0.4", fontsize=8)
@@ -150,7 +207,7 @@ def frontier_figure(protocol: str, rows: list[dict[str, Any]]) -> Figure:
         Line2D([], [], marker="s", ls="", mfc="white", mec="black", label="dense (target 1.0)"),
         Line2D([], [], marker="o", ls="", mfc="white", mec="black", label="weight-sparse"),
         Line2D([], [], color=FRONT_COLOUR, marker="o", ms=9, mfc="none", label="Pareto front"),
-        *_family_error_bars(ax, rows),
+        *_family_error_bars(ax, rows, FAMILY_BAR if task is None else TASK_FAMILY_BAR),
         *_family_lines(ax, rows, edges, loss),
     ]
     ax.legend(handles=handles, loc="best", fontsize=8)  # away from the points and the front
@@ -175,10 +232,13 @@ def figure_png(fig: Figure) -> bytes:
     return buffer.getvalue()
 
 
-def plot_frontier(workspace: Path, out_png: Path, protocol: str | None = None) -> Path:
-    """Write the frontier of ``protocol`` (default: the one with most runs) to ``out_png``."""
+def plot_frontier(workspace: Path, out_png: Path, protocol: str | None = None,
+                  task: str | None = None) -> Path:
+    """Write the frontier of ``protocol`` (default: the one with most runs), over all its tasks
+    or of ``task`` alone, to ``out_png``."""
     out_png = Path(out_png)
-    out_png.write_bytes(figure_png(frontier_figure(*frontier_rows(workspace, protocol))))
+    chosen, rows = frontier_rows(workspace, protocol, task)
+    out_png.write_bytes(figure_png(frontier_figure(chosen, rows, task)))
     return out_png
 
 

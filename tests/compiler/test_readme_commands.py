@@ -68,6 +68,11 @@ INVOCATIONS: dict[str, list[list[str]]] = {
         ["query", SQL, "-f", fmt] for fmt in ("table", "csv", "json")
     ] + [["query", SQL, "-f", "parquet", "-o", "runs.parquet"]],
     "xcompile frontier -o frontier.png": [["frontier", "-o", "frontier.png"]],
+    "xcompile frontier -o frontier.png [--task TASK]": [
+        ["frontier", "-o", "frontier.png"],
+        ["frontier", "-o", "frontier.png", "--task", "while_return_true"]],
+    "xcompile frontier -o frontier.png --task while_return_true": [
+        ["frontier", "-o", "frontier.png", "--task", "while_return_true"]],
     "xcompile report -o report.html": [["report", "-o", "report.html"]],
     "xcompile show train-": [["show", "train-"]],
     "xcompile show KEY": [["show", "KEY"]],

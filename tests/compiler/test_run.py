@@ -85,6 +85,10 @@ def _check_circuits_not_found(recipe: Path, ws: Path, xcompile: Xcompile) -> Non
     png = ws / "f.png"
     shown = xcompile("frontier", "-w", str(ws), "-o", str(png))  # the complete mean@5.0 runs
     assert shown.returncode == 0 and png.is_file() and "left out" not in shown.stderr
+    one_task = xcompile("frontier", "-w", str(ws), "-o", str(png), "--task", "while_return_true")
+    assert one_task.returncode == 0, one_task.stderr
+    unknown = xcompile("frontier", "-w", str(ws), "-o", str(png), "--task", "no_such_task")
+    assert unknown.returncode == 2 and "has no task 'no_such_task'" in unknown.stderr
     plot = xcompile("frontier", "-w", str(ws), "-o", str(png), "--protocol", protocol)
     assert plot.returncode == 2 and "has a circuit for every task" in plot.stderr
     assert "left out of the plot (2 run(s)):" in plot.stderr

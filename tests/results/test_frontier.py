@@ -10,11 +10,12 @@ import pytest
 from matplotlib.colors import LogNorm
 
 from results import synthetic
-from results.frontier import default_protocol, left_out
+from results.frontier import default_protocol, left_out, left_out_of_task
 from results.ingest import ingest
 from results.plots import FRONT_COLOUR, frontier_figure, frontier_rows
 from results.query import fetch
 from results.report import render_report
+from results.store import StoreError
 
 QUOTE, BRACKET = "single_double_quote", "bracket_counting"
 
@@ -119,6 +120,36 @@ def test_left_out_names_every_run_the_plot_does_not_show(frontier: dict[str, dic
     assert keys["I"] not in {row["run_key"] for row in plotted}
     html = render_report(ws, tmp_path / "report.html").read_text()
     assert f"{keys['I'][:12]}</code>: no circuit found for {BRACKET}" in html
+
+
+def test_one_task_plot_has_its_own_front_and_leaves_out_models_that_fail_the_task(
+        frontier: dict[str, dict], tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    # J's model is at chance on the quote task, yet a (calibrated) circuit was "found": not shown.
+    j_train = synthetic.train_job(ws, sparsity_target=0.1, heldout_loss=1.5, seed=102)
+    synthetic.prune_job(ws, j_train, QUOTE, 2, full_model_loss=0.69)
+    synthetic.prune_job(ws, j_train, BRACKET, 30)
+    ingest(ws)
+    protocol = frontier["A"]["protocol"]
+    _, rows = frontier_rows(ws, protocol, task=QUOTE)
+    keys = {row["run_key"]: name for name, row in frontier.items()}
+    by_name = {keys[row["run_key"]]: row for row in rows}
+    # I misses the bracket circuit, so the mean plot leaves it out; its quote circuit is shown.
+    assert set(by_name) == {"A", "B", "B2", "C", "D", "E", "F", "I"}
+    assert {name: row["edges"] for name, row in by_name.items()} == {
+        "A": 20, "B": 50, "B2": 50, "C": 80, "D": 100, "E": 400, "F": 100, "I": 7}
+    # On quote alone A (2.0, 20) dominates B and F; E has the lowest loss, I the fewest edges.
+    assert {name for name, row in by_name.items() if row["pareto"]} == {"A", "E", "I"}
+    why = {row.run_key: row.why for row in left_out_of_task(ws, protocol, QUOTE)}
+    assert why[synthetic_key(ws, j_train.name)] == (
+        f"the model does not do {QUOTE}: full-model loss (0.690) above the threshold")
+    assert frontier["H"]["run_key"] in why  # another protocol, as on the mean plot
+    assert not set(why) & {row["run_key"] for row in rows}
+    with pytest.raises(StoreError, match="has no task 'nope'; its tasks: bracket_counting"):
+        frontier_rows(ws, protocol, task="nope")
+    fig = frontier_figure(protocol, rows, QUOTE)
+    assert QUOTE in fig.axes[0].get_xlabel()
+    plt.close(fig)
 
 
 def test_a_one_point_front_is_still_drawn(tmp_path: Path) -> None:
