@@ -68,11 +68,15 @@ def default_protocol(workspace: Path) -> str:
     return str(rows[0]["protocol"])
 
 
-def check_task(workspace: Path, protocol: str, task: str) -> None:
-    """Raise a StoreError naming the protocol's tasks unless ``task`` is one of them."""
+def protocol_tasks(workspace: Path, protocol: str) -> list[str]:
     rows = fetch(workspace, "SELECT any_value(tasks) AS tasks FROM frontier WHERE protocol = ?",
                  [protocol]).to_pylist()
-    tasks = (rows[0]["tasks"] if rows else None) or []
+    return list((rows[0]["tasks"] if rows else None) or [])
+
+
+def check_task(workspace: Path, protocol: str, task: str) -> None:
+    """Raise a StoreError naming the protocol's tasks unless ``task`` is one of them."""
+    tasks = protocol_tasks(workspace, protocol)
     if task not in tasks:
         raise StoreError(f"protocol {protocol!r} has no task {task!r}; its tasks: "
                          + (", ".join(tasks) or "none"))
@@ -187,6 +191,12 @@ GROUP BY run_key ORDER BY heldout_loss
 """
 
 
+# Every sparse run's ratio per task, as the report lists them.
+MATCHED_TASKS_SQL = """
+SELECT run_key, task, heldout_loss, model_solves, sparse_edges, dense_edges, ratio
+FROM matched WHERE protocol = ?
+ORDER BY task, heldout_loss, run_key
+"""
 # The same for one task: its ratio alone.
 MATCHED_TASK_SQL = """
 SELECT run_key, d_model, sparsity_target, n_params, n_nonzero, heldout_loss,

@@ -16,7 +16,13 @@ from markupsafe import Markup
 
 from results.circuit_page import PAGES_DIR, render_circuit_page
 from results.diagram import circuit_svg
-from results.frontier import default_protocol, left_out, matched_runs
+from results.frontier import (
+    MATCHED_TASKS_SQL,
+    default_protocol,
+    left_out,
+    matched_runs,
+    protocol_tasks,
+)
 from results.plots import (
     curve_rows,
     figure_png,
@@ -89,6 +95,14 @@ def report_context(workspace: Path) -> dict[str, Any]:
         _, points = frontier_rows(workspace, protocol)
         frontier_png = _png_uri(figure_png(frontier_figure(protocol, points)))
     left = left_out(workspace, protocol)
+    # One plot per task as well: a task whose dense circuits have 0 edges makes every geometric
+    # mean 0, and a task only some models do leaves its runs out of the mean plot.
+    task_frontiers = []
+    for task in protocol_tasks(workspace, protocol) if protocol else []:
+        with contextlib.suppress(StoreError):  # no model does the task
+            _, points = frontier_rows(workspace, protocol, task)
+            task_frontiers.append({"task": task, "runs": len(points), "png": _png_uri(
+                figure_png(frontier_figure(protocol, points, task)))})
     curves = curve_rows(workspace, None, max_runs=10)
     circuits = fetch(workspace, CIRCUITS_SQL, [MAX_CIRCUITS]).to_pylist()
     for circuit in circuits:
@@ -110,7 +124,10 @@ def report_context(workspace: Path) -> dict[str, Any]:
                                       "GROUP BY protocol ORDER BY runs DESC").to_pylist(),
         "frontier_png": frontier_png,
         "left_out": left,
+        "task_frontiers": task_frontiers,
         "matched": matched_runs(workspace, protocol) if protocol else [],
+        "matched_tasks": (fetch(workspace, MATCHED_TASKS_SQL, [protocol]).to_pylist()
+                          if protocol else []),
         "curves_png": _png_uri(figure_png(training_curves_figure(curves))) if curves else None,
         "runs": fetch(workspace, RUNS_SQL, [protocol]).to_pylist(),
         "circuits": circuits,

@@ -11,6 +11,7 @@ import pytest
 from results import StoreError, synthetic
 from results.ingest import ingest
 from results.plots import plot_frontier, plot_training_curves
+from results.query import fetch
 from results.report import render_report
 from results.show import show_job
 
@@ -56,11 +57,17 @@ def test_report_is_one_self_contained_page(workspace: Path, tmp_path: Path) -> N
     page = Page()
     page.feed(html)
 
-    for img_id in ("frontier-plot", "curves-plot"):
+    tasks = ("bracket_counting", "single_double_quote")  # the protocol of the three other runs
+    for img_id in ("frontier-plot", "curves-plot", *(f"frontier-plot-{t}" for t in tasks)):
         (img,) = page.find("img", id=img_id)
         src = img["src"] or ""
         assert src.startswith("data:image/png;base64,")
         assert base64.b64decode(src.split(",", 1)[1]).startswith(PNG_MAGIC)
+    assert len(page.find("img", **{"class": "task-frontier"})) == len(tasks)
+    matched = fetch(workspace, "SELECT count(*) AS n FROM matched WHERE protocol = ?",
+                    [f"mean@0.15:{','.join(tasks)}"]).to_pylist()[0]["n"]
+    assert matched > 0
+    assert html.split('id="matched-tasks"')[1].split("</table>")[0].count("<tr") == 1 + matched
     runs_rows = html.split('id="runs-table"')[1].split("</table>")[0].count("<tr")
     assert runs_rows == 1 + 4
     assert len(page.find("div", **{"class": "circuit"})) == 9
