@@ -26,9 +26,9 @@ from compiler.plan import Plan, compile_plan
 from compiler.sweep import SweepPoint, load_points
 from compiler.timing import PlanTiming, time_plan
 from compiler.workspace import materialize, reasons
-from runtime.job import STAGES
+from runtime.job import JOBS_DIR, STAGES
 from spec.errors import Problem, RecipeError
-from spec.recipe import Recipe
+from spec.recipe import PruneSpec, Recipe
 
 if TYPE_CHECKING:
     from runtime.job import Executor, RunSummary
@@ -627,11 +627,30 @@ def ingest(workspace: WorkspaceOpt = None) -> None:
 @command()
 def tasks(
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.", metavar="")] = False,
+    score: Annotated[
+        bool,
+        typer.Option("--score", metavar="",
+                     help="Instead: how well every trained model of the workspace does each "
+                     "task — the full model's task loss on held-out pairs, as its prune jobs "
+                     "measure it first (chance is ln 2 = 0.693 for two answers). Choose "
+                     "prune.tasks from it: only a task the model does has a circuit worth "
+                     "pruning."),
+    ] = False,
+    pairs: Annotated[
+        int, typer.Option("--pairs", min=1, metavar="N",
+                          help="Held-out pairs per task with --score (a recipe's "
+                          "prune.heldout_pairs gives its prune jobs' own numbers).")
+    ] = 128,
+    workspace: WorkspaceOpt = None,
 ) -> None:
-    """List the task suite: each task's answers and one example minimal pair.
+    """List the task suite: each task's answers and one example minimal pair; with --score,
+    each trained model's loss on every task.
 
-    Example: xcompile tasks
+    Example: xcompile tasks --score -w xcompile-runs
     """
+    if score:
+        _score_tasks(_workspace(workspace), pairs, as_json)
+        return
     from runtime.tasks import describe_tasks
 
     rows = describe_tasks()
@@ -651,6 +670,40 @@ def tasks(
             "\n".join(lines),
         )
     out.print(table)
+
+
+def _score_tasks(ws: Path, n_pairs: int, as_json: bool) -> None:
+    from runtime.pruning.scores import score_workspace
+
+    if not (ws / JOBS_DIR).is_dir():
+        raise BadInput(f"{ws}: no workspace here (no {JOBS_DIR}/ folder); pass -w")
+    with err.status("scoring every task on every trained model…"):
+        scores = score_workspace(ws, n_pairs=n_pairs)
+    if not scores:
+        raise BadInput(f"{ws}: no trained model yet (no finished train job)")
+    if as_json:
+        out.print_json(json.dumps([row.as_json() for row in scores]))
+        return
+    threshold = PruneSpec().loss_threshold  # the paper's
+    scores.sort(key=lambda r: (r.control or "", r.n_layer, r.sparsity_target < 1, r.d_model,
+                               -r.sparsity_target, r.seed))
+    table = Table("task", *(f"{row.job[6:12]}\nd{row.d_model}×{row.n_layer}\n"
+                            f"k{row.sparsity_target:g} s{row.seed}"
+                            + (f"\n{row.control}" if row.control else "") for row in scores),
+                  title=f"full-model task loss on {n_pairs} held-out pairs; bold: ≤ "
+                        f"{threshold:g} (the paper's threshold)", padding=(0, 1))
+    for task in scores[0].losses:
+        cells = []
+        for row in scores:
+            loss = row.losses[task]
+            cells.append("–" if loss is None
+                         else f"[bold]{loss:.3f}[/]" if loss <= threshold else f"{loss:.3f}")
+        table.add_row(task, *cells)
+    # its natural width, not the terminal's: a model per column, none of them cut short
+    heads = [max(len(part) for part in str(column.header).splitlines())
+             for column in table.columns]
+    natural = len(max(scores[0].losses, key=len)) + sum(max(h, 5) + 3 for h in heads[1:]) + 4
+    Console(width=max(out.width, natural), force_terminal=out.is_terminal).print(table)
 
 
 @command()

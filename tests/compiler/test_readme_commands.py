@@ -78,6 +78,7 @@ INVOCATIONS: dict[str, list[list[str]]] = {
     "xcompile show KEY": [["show", "KEY"]],
     "xcompile ingest": [["ingest"]],
     "xcompile tasks": [["tasks"]],
+    "xcompile tasks [--score]": [["tasks"], ["tasks", "--score"], ["tasks", "--score", "--json"]],
     "xcompile schema": [["schema"]],
     "xcompile schema -o recipe.schema.json": [["schema", "-o", "recipe.schema.json"]],
     "xcompile report": [["report"]],

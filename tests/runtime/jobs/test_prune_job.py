@@ -11,12 +11,18 @@ import pytest
 import torch
 
 from runtime.data.synthetic import synthetic_programs
-from runtime.data.tokenizer import save_tokenizer, train_tokenizer
+from runtime.data.tokenizer import (
+    check_single_tokens,
+    load_tokenizer,
+    save_tokenizer,
+    train_tokenizer,
+)
 from runtime.job import run_job
 from runtime.jobs.stats import mean_tokens
 from runtime.model import GPTConfig, SparseGPT
 from runtime.pruning.evidence import EDGES_FILE, EVIDENCE_FILE
-from runtime.tasks import get_task
+from runtime.pruning.scores import score_workspace
+from runtime.tasks import TASKS, get_task
 from runtime.training.checkpoint import save_model
 
 TASK = "single_double_quote"
@@ -129,3 +135,22 @@ def test_shuffled_task_control_prunes_on_answers_assigned_at_random(workspace: P
     assert shuffled.keys() >= RESULT_FIELDS
     # the same model and prompts, other answers: another task loss
     assert shuffled["full_model_loss"] != pytest.approx(real["full_model_loss"])
+
+
+def test_task_scores_are_the_prune_jobs_full_model_loss(workspace: Path) -> None:
+    """`xcompile tasks --score` measures what a prune job measures first, on the same pairs."""
+    train = workspace / "jobs" / "train-x"
+    (train / "config.json").write_text(json.dumps({
+        "kind": "train", "seed": 0, "model": {"d_model": 16, "n_layer": 1},
+        "sparsity": {"target": 1.0}, "inputs": {"tokenize": "jobs/tokenize-x"}}))
+    (train / "results.json").write_text(json.dumps({"heldout_loss": 5.0}))
+    results = run_job(write_config(workspace, "prune-scored", prune_config(threshold=2.0)))
+    tokenizer = load_tokenizer(workspace / "jobs" / "tokenize-x" / "tokenizer.json")
+    unscorable = sorted(name for name in TASKS
+                        if check_single_tokens(tokenizer, get_task(name).candidates))
+    assert unscorable  # the tokenizer keeps only the quote task's answers whole
+    (scores,) = score_workspace(workspace, [TASK, *unscorable], n_pairs=8)
+    assert (scores.job, scores.d_model, scores.sparsity_target, scores.heldout_loss) == (
+        "train-x", 16, 1.0, 5.0)
+    assert scores.losses[TASK] == pytest.approx(results["full_model_loss"], rel=1e-6)
+    assert all(scores.losses[name] is None for name in unscorable)
