@@ -16,20 +16,16 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from tiny import tiny_recipe
 
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 
 # The quickstart's shape (sweep of a dense and a sparse model, two tasks) at seconds of work.
-TINY_QUICKSTART = """\
-name: quickstart
-data: {corpus: synthetic, max_bytes: 150K, vocab_size: 400, context: 32}
-model: {n_layer: 1, d_model: 16, d_head: 8}
-train: {tokens: 20K, batch_size: 8, eval_every: 20, eval_tokens: 2K, checkpoint_every: 20}
-prune: {tasks: [while_return_true, with_as], steps: 2, batch_size: 8, train_pairs: 8,
-        heldout_pairs: 8, mean_tokens: 1K, loss_threshold: 5.0}
-sweep: {sparsity.target: [1.0, 0.25]}
-"""
+TINY_QUICKSTART = tiny_recipe(
+    "quickstart", train={"tokens": "20K"}, sweep={"sparsity.target": [1.0, 0.25]},
+    prune={"tasks": ["while_return_true", "with_as"], "steps": 2, "train_pairs": 8,
+           "heldout_pairs": 8, "mean_tokens": "1K"})
 
 # README's bad-recipe example, reproduced line for line.
 BAD_RECIPE = """\

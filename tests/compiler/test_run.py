@@ -13,20 +13,12 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from tiny import tiny_recipe
 
 Xcompile = Callable[..., subprocess.CompletedProcess[str]]  # the `xcompile` fixture
 
 
-TINY = """\
-name: tiny
-data: {corpus: synthetic, max_bytes: 150K, vocab_size: 400, context: 32}
-model: {n_layer: 1, d_model: 16, d_head: 8}
-train: {tokens: 40K, batch_size: 8, eval_every: 20, eval_tokens: 2K, checkpoint_every: 20}
-sparsity: {target: 0.5}
-prune: {tasks: [while_return_true], steps: 4, batch_size: 8, train_pairs: 16,
-        heldout_pairs: 16, mean_tokens: 2K, loss_threshold: 5.0}
-sweep: {sparsity.target: [1.0, 0.5]}
-"""
+TINY = tiny_recipe("tiny", sweep={"sparsity.target": [1.0, 0.5]})
 
 
 def write_recipe(tmp_path: Path, text: str = TINY) -> Path:
@@ -110,8 +102,8 @@ def test_failed_job_exits_1_skips_dependents_and_explains(
     corpus.mkdir()
     (corpus / "a.py").write_text("x = 1\n")  # far too little text for a held-out split
     recipe = write_recipe(
-        tmp_path, TINY.replace("corpus: synthetic, max_bytes: 150K", f"corpus: {corpus}")
-    )
+        tmp_path, tiny_recipe("tiny", data={"corpus": str(corpus)},
+                              sweep={"sparsity.target": [1.0, 0.5]}))
     ws = tmp_path / "ws"
     result = xcompile("run", str(recipe), "-w", str(ws))
     assert result.returncode == 1
@@ -138,7 +130,8 @@ def interruptible() -> None:
 def test_ctrl_c_keeps_finished_jobs_and_the_rerun_resumes(
     tmp_path: Path, xcompile: Xcompile
 ) -> None:
-    recipe = write_recipe(tmp_path, TINY.replace("tokens: 40K", "tokens: 400K"))
+    recipe = write_recipe(tmp_path, tiny_recipe("tiny", train={"tokens": "400K"},
+                                                 sweep={"sparsity.target": [1.0, 0.5]}))
     ws = tmp_path / "ws"
     child = subprocess.Popen(
         [sys.executable, "-m", "compiler.cli", "run", str(recipe), "-w", str(ws)],
@@ -194,8 +187,9 @@ def test_ctrl_c_keeps_finished_jobs_and_the_rerun_resumes(
 def test_run_on_slurm_lands_the_same_store_as_local(
     tmp_path: Path, xcompile: Xcompile, partition: str
 ) -> None:
-    recipe = write_recipe(tmp_path, TINY + f"resources: {{backend: slurm, slurm: "
-                                           f"{{partition: {partition}, cpus_per_task: 1}}}}\n")
+    recipe = write_recipe(tmp_path, tiny_recipe(
+        "tiny", sweep={"sparsity.target": [1.0, 0.5]},
+        resources={"backend": "slurm", "slurm": {"partition": partition, "cpus_per_task": 1}}))
     on_slurm, local = tmp_path / "slurm", tmp_path / "local"
     submitted = xcompile("run", str(recipe), "-w", str(on_slurm))
     assert submitted.returncode == 0, submitted.stderr

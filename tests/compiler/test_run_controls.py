@@ -9,19 +9,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
+from tiny import tiny_recipe
 
 Xcompile = Callable[..., subprocess.CompletedProcess[str]]  # the `xcompile` fixture
 
-RECIPE = """\
-name: tiny-controls
-data: {corpus: synthetic, max_bytes: 150K, vocab_size: 400, context: 32}
-model: {n_layer: 1, d_model: 16, d_head: 8}
-train: {tokens: 20K, batch_size: 8, eval_every: 20, eval_tokens: 2K}
-sparsity: {target: 0.5}
-prune: {tasks: [while_return_true], steps: 4, batch_size: 8, train_pairs: 16,
-        heldout_pairs: 16, mean_tokens: 2K, loss_threshold: 5.0}
-controls: [random_init, shuffled_task]
-"""
+RECIPE = tiny_recipe("tiny-controls", train={"tokens": "20K", "checkpoint_every": 200},
+                     controls=["random_init", "shuffled_task"])
 
 
 def test_controls_and_pruning_seeds_land_in_the_store(tmp_path: Path, xcompile: Xcompile) -> None:

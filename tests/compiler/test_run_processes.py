@@ -12,20 +12,14 @@ import time
 from pathlib import Path
 
 import pytest
+from tiny import tiny_recipe
 
 from runtime.job import LOCK_FILE, PROGRESS_FILE, START_MARK, job_lock_holder
 
 # One slow training job (4M tokens: minutes even on a fast idle CPU), so a run is still
 # training whenever the test acts on it (every test stops it); checkpoints every 20 steps so
 # there is one to resume from.
-SLOW = """\
-name: slow
-data: {corpus: synthetic, max_bytes: 150K, vocab_size: 400, context: 32}
-model: {n_layer: 1, d_model: 16, d_head: 8}
-train: {tokens: 4M, batch_size: 8, eval_every: 20, eval_tokens: 2K, checkpoint_every: 20}
-prune: {tasks: [while_return_true], steps: 4, batch_size: 8, train_pairs: 16,
-        heldout_pairs: 16, mean_tokens: 2K, loss_threshold: 5.0}
-"""
+SLOW = tiny_recipe("slow", train={"tokens": "4M"}, sparsity={"target": 0.05})
 
 
 def start_run(recipe: Path, workspace: Path) -> subprocess.Popen[str]:

@@ -14,23 +14,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tiny import tiny_recipe
 
 from compiler.estimate import job_training_flops
 from compiler.plan import Plan, compile_plan
 from compiler.sweep import load_points
 from compiler.timing import time_plan
 
-RECIPE = """\
-name: timed
-data: {corpus: synthetic, max_bytes: 150K, vocab_size: 400, context: 32}
-model: {n_layer: 1, d_model: 16, d_head: 8}
-train: {tokens: 40K, batch_size: 8, eval_every: 20, eval_tokens: 2K, checkpoint_every: 20}
-sparsity: {target: 0.5}
-prune: {tasks: [while_return_true], steps: 4, batch_size: 8, train_pairs: 16,
-        heldout_pairs: 16, mean_tokens: 2K, loss_threshold: 5.0, search: {trials: 2}}
-"""
+SEARCH = {"search": {"trials": 2}}
+RECIPE = tiny_recipe("timed", prune=SEARCH)
 # The same recipe with a second model of twice the tokens: the first is cached.
-SWEPT = RECIPE + "sweep: {train.tokens: [40K, 80K]}\n"
+SWEPT = tiny_recipe("timed", prune=SEARCH, sweep={"train.tokens": ["40K", "80K"]})
 
 
 def xcompile(*args: str) -> subprocess.CompletedProcess[str]:
