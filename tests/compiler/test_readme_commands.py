@@ -75,6 +75,7 @@ INVOCATIONS: dict[str, list[list[str]]] = {
     "xcompile ingest": [["ingest"]],
     "xcompile tasks": [["tasks"]],
     "xcompile tasks [--score]": [["tasks"], ["tasks", "--score"], ["tasks", "--score", "--json"]],
+    "xcompile tasks --score": [["tasks", "--score"]],
     "xcompile schema": [["schema"]],
     "xcompile schema -o recipe.schema.json": [["schema", "-o", "recipe.schema.json"]],
     "xcompile report": [["report"]],
