@@ -80,7 +80,10 @@ class PlainLines:
         if now - self.last < self.every_s and not first_eta:
             return
         self.last, self.told_eta = now, self.told_eta or "eta_s" in info
-        self._print("  ".join([f"{self.name}:", *describe_progress(info)]))
+        # Without an ETA (a prune job judging circuits) the time so far tells a stuck job from a
+        # long one; otherwise a log repeats the same line every interval.
+        running = [] if "eta_s" in info else [f"running {duration(now - self.started)}"]
+        self._print("  ".join([f"{self.name}:", *describe_progress(info), *running]))
 
     def end(self, name: str, error: str | None) -> None:
         took = duration(time.monotonic() - self.started)

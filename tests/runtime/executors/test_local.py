@@ -45,6 +45,15 @@ def test_each_job_gets_its_own_first_eta_line() -> None:
     assert sum("ETA" in line for line in lines_of(sink)) == 2
 
 
+def test_plain_lines_without_an_eta_say_how_long_the_job_has_run() -> None:
+    sink = io.StringIO()
+    plain = PlainLines(Console(file=sink, width=200), every_s=0.0)
+    plain.start("prune-abc")
+    plain.update({"phase": "discretise", "trial": 1, "trials": 4})
+    (line,) = [line for line in lines_of(sink) if line.startswith("prune-abc:")]
+    assert line.endswith("running 0m00s"), line
+
+
 def test_a_prune_jobs_progress_says_where_it_is_in_which_phase() -> None:
     assert describe_progress({"phase": "optimise", "step": 119, "steps": 300,
                               "task_loss": 0.2}) == ["optimise 120/300"]
