@@ -687,7 +687,7 @@ def _score_tasks(ws: Path, n_pairs: int, as_json: bool) -> None:
     threshold = PruneSpec().loss_threshold  # the paper's
     scores.sort(key=lambda r: (r.control or "", r.n_layer, r.sparsity_target < 1, r.d_model,
                                -r.sparsity_target, r.seed))
-    table = Table("task", *(f"{row.job[6:12]}\nd{row.d_model}×{row.n_layer}\n"
+    table = Table("task", *(f"{row.job.removeprefix('train-')[:6]}\nd{row.d_model}×{row.n_layer}\n"
                             f"k{row.sparsity_target:g} s{row.seed}"
                             + (f"\n{row.control}" if row.control else "") for row in scores),
                   title=f"full-model task loss on {n_pairs} held-out pairs; bold: ≤ "

@@ -59,6 +59,12 @@ def test_bad_override_and_bad_arguments_exit_2(tmp_path: Path, xcompile: Xcompil
     result = xcompile("run", quickstart, "--backend", "k8s", "-w", str(tmp_path))
     assert result.returncode == 2 and "unknown backend 'k8s'" in result.stderr
     assert not (tmp_path / "jobs").exists()  # nothing half-written
+    scored = xcompile("tasks", "--score", "-w", str(tmp_path / "none"))
+    assert scored.returncode == 2 and "no workspace here" in scored.stderr
+    (tmp_path / "empty" / "jobs").mkdir(parents=True)
+    scored = xcompile("tasks", "--score", "-w", str(tmp_path / "empty"))
+    assert scored.returncode == 2 and "no trained model yet" in scored.stderr
+    assert "Traceback" not in scored.stderr
 
 
 def test_every_verb_has_help_with_an_example(xcompile: Xcompile) -> None:
