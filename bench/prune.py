@@ -48,6 +48,7 @@ from runtime.pruning.gates import ablation_values
 from runtime.pruning.pairs import PairBatch, encode_pairs
 from runtime.pruning.prune import optimise_masks, prune, search_settings
 from runtime.tasks import get_task
+from runtime.tasks.base import Split
 from runtime.training.train import train
 from spec.loader import load_recipe
 from spec.recipe import PruneSpec, Recipe
@@ -159,7 +160,7 @@ def task_pairs(qs: Quickstart, task_name: str) -> tuple[PairBatch, PairBatch, Pa
     task, spec, seed = get_task(task_name), qs.recipe.prune, qs.recipe.seed
     context = qs.recipe.data.context
 
-    def pairs(n: int, split: str) -> PairBatch:
+    def pairs(n: int, split: Split) -> PairBatch:
         return encode_pairs(task.pairs(n, split, seed), qs.tokenizer, task.candidates, context)
 
     heldout = pairs(spec.heldout_pairs, "heldout")

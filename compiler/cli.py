@@ -15,11 +15,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
-import click
 import typer
 from rich.console import Console
 from rich.table import Table
-from typer.core import TyperArgument, TyperCommand, TyperGroup
+from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 from compiler import estimate
 from compiler.plan import Plan, compile_plan
@@ -39,7 +38,7 @@ DEFAULT_WORKSPACE = Path("xcompile-runs")
 class _PlainFlagHelp:
     """Typer's rich help prints a type for every flag (`--help <bool>`); a flag takes no value."""
 
-    def get_help_option(self, ctx: click.Context) -> click.Option | None:
+    def get_help_option(self, ctx: Any) -> TyperOption | None:  # ctx: typer's own click
         option = super().get_help_option(ctx)  # type: ignore[misc]
         if option is not None:
             option.metavar = ""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from json.encoder import encode_basestring as _encode_str  # type: ignore[attr-defined]
+from json.encoder import encode_basestring as _encode_str
 from typing import Any
 
 

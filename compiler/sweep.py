@@ -126,7 +126,9 @@ def _points(sweep: dict[str, Any], doc: Document) -> list[SweepPoint]:
 def _axes(sweep: dict[str, Any], doc: Document) -> list[_Axis]:
     problems: list[Problem] = []
     axes: list[_Axis] = []
-    groups = [(path, {path: values}) for path, values in sweep.items() if path != "zip"]
+    # (where it is written, {dotted path: values}): a top-level axis, or a zip group's position
+    groups: list[tuple[str | tuple[str, str, int], dict[str, Any]]] = [
+        (path, {path: values}) for path, values in sweep.items() if path != "zip"]
     zips = sweep.get("zip", [])
     if not isinstance(zips, list):
         problems.append(
@@ -160,8 +162,8 @@ def _axes(sweep: dict[str, Any], doc: Document) -> list[_Axis]:
             continue
         groups.append((where, group))
     seen: set[str] = set()
-    for where, group in groups:
-        prefix = where if isinstance(where, tuple) else ("sweep",)
+    for written, group in groups:
+        prefix = written if isinstance(written, tuple) else ("sweep",)
         for path, values in group.items():
             at = (*prefix, path)
             if path.split(".")[0] in FIXED_FIELDS or path in seen:

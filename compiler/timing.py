@@ -36,7 +36,7 @@ import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from compiler.estimate import job_parameters, job_training_flops
 from compiler.plan import Plan
@@ -247,7 +247,7 @@ def _prefer_host(samples: list[Sample], host: str) -> list[Sample]:
     return here or samples
 
 
-def _is_number(value: object) -> bool:
+def _is_number(value: object) -> TypeGuard[int | float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 

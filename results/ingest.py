@@ -266,9 +266,9 @@ def read_metrics(jobs: list[JobFolder]) -> tuple[pa.Table, dict[str, str]]:
             tables.append(_read_jsonl(jsonl))
         except duckdb.Error:
             # Some file is broken: read them one by one to leave out only its job.
-            for path, key in jsonl.items():
+            for jsonl_path, key in jsonl.items():
                 try:
-                    tables.append(_read_jsonl({path: key}))
+                    tables.append(_read_jsonl({jsonl_path: key}))
                 except duckdb.Error as error:
                     failures[key] = f"unreadable {METRICS_JSONL}: {one_line(error)}"
     if not tables:

@@ -123,8 +123,9 @@ def _family_lines(ax: Any, rows: list[dict[str, Any]], edges: list[float],
     handles = []
     for key, idx in sorted(groups.items(), key=lambda item: item[0] or -1):
         idx.sort(key=lambda i: loss[i])
-        style = {"color": "0.45", "ls": "--"} if key is None else {"color": "tab:blue"}
-        ax.plot([edges[i] for i in idx], [loss[i] for i in idx], lw=1, zorder=1, **style)
+        color, ls = ("0.45", "--") if key is None else ("tab:blue", "-")
+        ax.plot([edges[i] for i in idx], [loss[i] for i in idx], lw=1, zorder=1, color=color,
+                ls=ls)
         params = sorted(rows[i]["n_params"] for i in idx)
         label = f"{_params(params[0])}–{_params(params[-1])} params"
         if key is None:
@@ -133,7 +134,7 @@ def _family_lines(ax: Any, rows: list[dict[str, Any]], edges: list[float],
             kept = sorted(rows[i]["sparsity_target"] for i in idx)
             label = (f"sparse, L0 ≈ {_params(rows[idx[0]]['n_nonzero'])}: {label}, "
                      f"kept {kept[-1]:g}–{kept[0]:g}")
-        handles.append(Line2D([], [], lw=1, label=label, **style))
+        handles.append(Line2D([], [], lw=1, label=label, color=color, ls=ls))
     return handles
 
 

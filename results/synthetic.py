@@ -131,7 +131,8 @@ def train_job(
 
 def circuit_nodes(n_nodes: int, n_layer: int, seed: int) -> list[dict[str, Any]]:
     """``n_nodes`` distinct (site, index) pairs spread over layers and site kinds."""
-    nodes, i = [], 0
+    nodes: list[dict[str, Any]] = []
+    i = 0
     while len(nodes) < n_nodes:
         layer = (i * 7 + seed) % (n_layer + 1)
         site = "final_in" if layer == n_layer else f"l{layer}.{SITE_KINDS[(i + seed) % 8]}"
@@ -238,7 +239,7 @@ def prune_job(
                     "loss": loss_threshold * 0.9 if found else None, "evaluations": 40}
                    for t in range(2)],
     }
-    files = {CIRCUIT_FILE: _dump({"task": task, "nodes": nodes}),
+    files: dict[str, str | bytes] = {CIRCUIT_FILE: _dump({"task": task, "nodes": nodes}),
              EDGES_FILE: circuit_edges(nodes, n_edges),
              EVIDENCE_FILE: _dump(evidence(task, nodes))}
     return write_job(workspace, "prune", config, results, files)

@@ -231,7 +231,7 @@ def apply_override(doc: Document, text: str) -> None:
     key, sep, raw_value = text.partition("=")
     if not sep or not key.strip() or any(not part for part in key.strip().split(".")):
         raise _Fatal(mark, "", "expected --set dotted.key=value, e.g. --set train.lr=0.02")
-    path: Path_ = tuple(key.strip().split("."))
+    path: tuple[str, ...] = tuple(key.strip().split("."))
     try:
         value, value_doc = parse_yaml(raw_value, mark.source, path)
     except _Fatal as fatal:
@@ -269,7 +269,9 @@ def _anchor_corpus_path(doc: Document) -> None:
     """A relative corpus path is relative to the recipe file that names it (like ``extends``),
     so the job finds it wherever it runs; from ``--set`` it is relative to the current folder."""
     data = doc.data.get("data")
-    corpus = data.get("corpus") if isinstance(data, dict) else None
+    if not isinstance(data, dict):
+        return
+    corpus = data.get("corpus")
     if (
         not isinstance(corpus, str)
         or corpus in ("stdlib", "synthetic")

@@ -95,7 +95,7 @@ class Handle:
     kind: str
     name: str
     job_dir: Path
-    job: SlurmJob[Any]
+    job: submitit.Job[Any]
     submitted_at: float
 
     @property
@@ -136,7 +136,7 @@ def stage_parameters(slurm: SlurmSpec | None, kind: str) -> dict[str, Any]:
     several), which train data-parallel; every other stage runs one process.
     """
     base = slurm or SlurmSpec()
-    override = base.stages.get(kind, SlurmStage())
+    override = next((stage for name, stage in base.stages.items() if name == kind), SlurmStage())
     multi_process = kind in MULTI_PROCESS_STAGES
     params: dict[str, Any] = {"timeout_min": DEFAULT_TIME_MIN}
     for name, submitit_name in _PARAMETERS.items():
