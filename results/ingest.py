@@ -43,6 +43,7 @@ from results.store import (
     LOCK_FILE,
     SCHEMA_VERSION,
     StoreError,
+    arrow_schema,
     insert,
     one_line,
     open_store,
@@ -56,79 +57,17 @@ METRICS_JSONL = "metrics.jsonl"
 METRICS_PARQUET = "metrics.parquet"  # preferred when present: read as-is, no parsing
 LOCK_TIMEOUT_S = 600.0
 
-_TS = pa.timestamp("us")
-METRICS_SCHEMA = pa.schema([
-    ("step", pa.int64()), ("tokens", pa.int64()), ("loss", pa.float64()),
-    ("heldout_loss", pa.float64()), ("lr", pa.float64()), ("kept_fraction", pa.float64()),
-    ("grad_norm", pa.float64()), ("tokens_per_s", pa.float64()),
-])
+# Every table's columns are the store's DDL (results/store.py); these are its Arrow forms.
+METRICS_SCHEMA = arrow_schema("train_metrics", without=("run_key",))  # a metrics file's columns
 METRIC_ROWS_SCHEMA = METRICS_SCHEMA.append(pa.field("run_key", pa.string()))
-RUNS_SCHEMA = pa.schema([
-    ("key", pa.string()), ("recipe", pa.string()), ("recipe_hash", pa.string()),
-    ("sweep_point", pa.string()), ("n_layer", pa.int32()), ("d_model", pa.int32()),
-    ("d_mlp", pa.int32()), ("n_params", pa.int64()), ("n_nonzero", pa.int64()),
-    ("sparsity_target", pa.float64()), ("kept_fraction", pa.float64()),
-    ("anneal", pa.string()), ("tokens", pa.int64()),
-    ("steps", pa.int64()), ("heldout_loss", pa.float64()), ("unigram_loss", pa.float64()),
-    ("train_loss", pa.float64()),
-    ("wall_time_s", pa.float64()), ("device", pa.string()), ("tokens_per_s", pa.float64()),
-    ("seed", pa.int64()), ("family", pa.string()), ("control", pa.string()),
-    ("git_commit", pa.string()), ("git_dirty", pa.bool_()),
-    ("code_version", pa.string()), ("package_versions", pa.string()), ("created_at", _TS),
-])
-CIRCUITS_SCHEMA = pa.schema([
-    ("key", pa.string()), ("run_key", pa.string()), ("task", pa.string()),
-    ("loss_threshold", pa.float64()), ("ablation", pa.string()), ("k_coef", pa.float64()),
-    ("achieved_loss", pa.float64()), ("full_model_loss", pa.float64()),
-    ("n_nodes", pa.int64()), ("nodes_by_kind", pa.string()), ("n_edges", pa.int64()),
-    ("edges_by_type", pa.string()), ("sufficiency_loss", pa.float64()),
-    ("necessity_loss", pa.float64()), ("found", pa.bool_()), ("reason", pa.string()),
-    ("prune_seed", pa.int64()), ("control", pa.string()),
-    ("random_circuit_loss", pa.float64()), ("kl_to_full", pa.float64()),
-    ("calibrate", pa.bool_()), ("freeze_norms", pa.bool_()), ("silent_zero", pa.bool_()),
-    ("calibration_scale", pa.float64()), ("tied_nodes", pa.int64()), ("n_trials", pa.int32()),
-    ("n_test_pairs", pa.int32()),
-])
-TRIALS_SCHEMA = pa.schema([
-    ("prune_key", pa.string()), ("trial", pa.int32()), ("k_coef", pa.float64()),
-    ("lr", pa.float64()), ("temperature", pa.float64()), ("steps_run", pa.int32()),
-    ("nodes_on", pa.int32()), ("tied_nodes", pa.int32()), ("prefix_k", pa.int32()),
-    ("n_nodes", pa.int32()), ("n_edges", pa.int64()), ("loss", pa.float64()),
-    ("evaluations", pa.int32()),
-])
-NODES_SCHEMA = pa.schema([
-    ("prune_key", pa.string()), ("site", pa.string()), ("index", pa.int32()),
-    ("kind", pa.string()), ("layer", pa.int32()),
-])
-EDGES_SCHEMA = pa.schema([
-    ("prune_key", pa.string()), ("src_site", pa.string()), ("src_index", pa.int32()),
-    ("dst_site", pa.string()), ("dst_index", pa.int32()), ("edge_type", pa.string()),
-    ("param", pa.string()), ("weight", pa.float64()),
-])
-GROUNDTRUTH_SCHEMA = pa.schema([
-    ("key", pa.string()), ("recipe", pa.string()), ("sweep_point", pa.string()),
-    ("setting", pa.string()), ("shape", pa.string()), ("prune_seed", pa.int64()),
-    ("k_coef", pa.float64()), ("lr", pa.float64()), ("temperature", pa.float64()),
-    ("steps", pa.int32()),
-    ("trials", pa.int32()), ("calibrate", pa.bool_()), ("freeze_norms", pa.bool_()),
-    ("silent_zero", pa.bool_()), ("ablation", pa.string()), ("threshold", pa.float64()),
-    ("found", pa.bool_()), ("reason", pa.string()), ("node_precision", pa.float64()),
-    ("node_recall", pa.float64()), ("n_nodes", pa.int64()), ("planted_nodes", pa.int64()),
-    ("n_edges", pa.int64()), ("planted_edges", pa.int64()), ("missed_nodes", pa.string()),
-    ("extra_nodes", pa.string()), ("edges_by_type", pa.string()),
-    ("full_model_loss", pa.float64()), ("achieved_loss", pa.float64()),
-    ("sufficiency_loss", pa.float64()), ("necessity_loss", pa.float64()),
-    ("prune_time_s", pa.float64()),
-])
-JOBS_SCHEMA = pa.schema([
-    ("key", pa.string()), ("kind", pa.string()), ("name", pa.string()), ("state", pa.string()),
-    ("started_at", _TS), ("finished_at", _TS), ("wall_time_s", pa.float64()),
-    ("host", pa.string()), ("backend", pa.string()), ("backend_job_id", pa.string()),
-    ("log_path", pa.string()), ("error", pa.string()),
-])
-INGESTED_SCHEMA = pa.schema([
-    ("key", pa.string()), ("kind", pa.string()), ("fingerprint", pa.string()),
-])
+RUNS_SCHEMA = arrow_schema("runs")
+CIRCUITS_SCHEMA = arrow_schema("circuits", without=("not_distinguishable",))  # set after insert
+TRIALS_SCHEMA = arrow_schema("prune_trials")
+NODES_SCHEMA = arrow_schema("circuit_nodes")
+EDGES_SCHEMA = arrow_schema("circuit_edges")
+GROUNDTRUTH_SCHEMA = arrow_schema("groundtruth")
+JOBS_SCHEMA = arrow_schema("jobs")
+INGESTED_SCHEMA = arrow_schema("ingested")
 
 
 @dataclass

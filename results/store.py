@@ -9,6 +9,7 @@ so a store from an older schema is dropped and rebuilt by the next ingest.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -353,6 +354,31 @@ def open_store(path: Path, *, read_only: bool) -> Iterator[duckdb.DuckDBPyConnec
         raise StoreError(f"{path}: {one_line(error)}") from error
     finally:
         con.close()
+
+
+# How ingest builds a table's rows in Arrow before DuckDB inserts them; JSON columns arrive as
+# text. The DDL above is the one definition of every column; ``arrow_schema`` reads it.
+_ARROW_TYPES = {
+    "VARCHAR": pa.string(), "JSON": pa.string(), "BOOLEAN": pa.bool_(), "INTEGER": pa.int32(),
+    "BIGINT": pa.int64(), "DOUBLE": pa.float64(), "TIMESTAMP": pa.timestamp("us"),
+}
+_COLUMN = re.compile(r'"?(\w+)"?\s+([A-Z]+)')  # name TYPE [NOT NULL | PRIMARY KEY],
+
+
+def arrow_schema(table: str, without: tuple[str, ...] = ()) -> pa.Schema:
+    """The Arrow schema of ``table``'s columns, in DDL order, less ``without`` (columns the store
+    fills itself, e.g. a flag set by an UPDATE after the insert)."""
+    fields = []
+    for line in TABLES[table].splitlines():
+        text = line.split("--")[0].strip()
+        if not text:
+            continue
+        column = _COLUMN.match(text)
+        if column is None or column[2] not in _ARROW_TYPES:  # a DDL edit this does not know
+            raise ValueError(f"store table {table}: no Arrow type for column line {text!r}")
+        if column[1] not in without:
+            fields.append((column[1], _ARROW_TYPES[column[2]]))
+    return pa.schema(fields)
 
 
 def stored_schema_version(con: duckdb.DuckDBPyConnection) -> str | None:
