@@ -25,7 +25,7 @@ from test_report_browser import Chromium  # noqa: E402
 from results import synthetic  # noqa: E402
 from results.circuit_page import render_circuit_page  # noqa: E402
 from results.ingest import ingest  # noqa: E402
-from results.jobs import CIRCUIT_FILE, EDGES_FILE, EVIDENCE_FILE  # noqa: E402
+from runtime.job import CIRCUIT_FILE, EDGES_FILE, EVIDENCE_FILE  # noqa: E402
 
 N_LAYER = 4
 # Nodes per layer by site, in proportion: MLP neurons dominate, as in real circuits.

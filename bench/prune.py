@@ -45,7 +45,7 @@ from runtime.model import GPTConfig, SparseGPT
 from runtime.pruning.ablation import compute_site_means
 from runtime.pruning.circuit import NodeLayout
 from runtime.pruning.gates import ablation_values
-from runtime.pruning.pairs import PairBatch, encode_pairs
+from runtime.pruning.pairs import PairBatch, draw_pairs
 from runtime.pruning.prune import optimise_masks, prune, search_settings
 from runtime.tasks import get_task
 from runtime.tasks.base import Split
@@ -161,7 +161,7 @@ def task_pairs(qs: Quickstart, task_name: str) -> tuple[PairBatch, PairBatch, Pa
     context = qs.recipe.data.context
 
     def pairs(n: int, split: Split) -> PairBatch:
-        return encode_pairs(task.pairs(n, split, seed), qs.tokenizer, task.candidates, context)
+        return draw_pairs(task, qs.tokenizer, context, n, split, seed)
 
     heldout = pairs(spec.heldout_pairs, "heldout")
     return pairs(spec.train_pairs, "train"), heldout, pairs(spec.test_pairs, "test").without(

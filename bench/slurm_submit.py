@@ -19,8 +19,9 @@ from pathlib import Path
 from compiler.plan import compile_plan
 from compiler.sweep import expand
 from compiler.workspace import materialize
-from runtime.executors.slurm import STAGES, SlurmExecutor, cancel, job_name
+from runtime.executors.slurm import SlurmExecutor, cancel, job_name
 from spec.loader import load_recipe
+from spec.stages import STAGES
 
 # 200 models x 3 tasks: 1 tokenize + 200 train + 200 stats + 600 prune + 1 ingest = 1,002 jobs
 RECIPE = """\

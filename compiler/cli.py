@@ -25,9 +25,10 @@ from compiler.plan import Plan, compile_plan
 from compiler.sweep import SweepPoint, load_points
 from compiler.timing import PlanTiming, time_plan
 from compiler.workspace import materialize, reasons
-from runtime.job import JOBS_DIR, STAGES
+from runtime.job import JOBS_DIR
 from spec.errors import Problem, RecipeError
 from spec.recipe import PruneSpec, Recipe
+from spec.stages import STAGES
 
 if TYPE_CHECKING:
     from runtime.job import Executor, RunSummary

@@ -18,9 +18,10 @@ import jinja2
 from markupsafe import Markup
 
 from results.diagram import SITE_ROWS
-from results.jobs import EVIDENCE_FILE, find_job, read_job
+from results.jobs import find_job, read_job
 from results.query import fetch
 from results.store import StoreError
+from runtime.job import EVIDENCE_FILE
 
 PAGES_DIR = "circuits"  # <workspace>/circuits/<prune job>.html: where a page goes by default
 

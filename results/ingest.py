@@ -51,9 +51,8 @@ from results.store import (
     store_path,
     stored_schema_version,
 )
-from runtime.job import DONE, INVALID, LOG_FILE, JobState
+from runtime.job import DONE, INVALID, LOG_FILE, METRICS_FILE, JobState
 
-METRICS_JSONL = "metrics.jsonl"
 METRICS_PARQUET = "metrics.parquet"  # preferred when present: read as-is, no parsing
 LOCK_TIMEOUT_S = 600.0
 
@@ -198,8 +197,8 @@ def read_metrics(jobs: list[JobFolder]) -> tuple[pa.Table, dict[str, str]]:
                 tables.append(_read_parquet(path, job.key))
             except (OSError, pa.ArrowException) as error:
                 failures[job.key] = f"unreadable {METRICS_PARQUET}: {error}"
-        elif (job.path / METRICS_JSONL).is_file():
-            jsonl[str(job.path / METRICS_JSONL)] = job.key
+        elif (job.path / METRICS_FILE).is_file():
+            jsonl[str(job.path / METRICS_FILE)] = job.key
     if jsonl:
         try:
             tables.append(_read_jsonl(jsonl))
@@ -209,7 +208,7 @@ def read_metrics(jobs: list[JobFolder]) -> tuple[pa.Table, dict[str, str]]:
                 try:
                     tables.append(_read_jsonl({jsonl_path: key}))
                 except duckdb.Error as error:
-                    failures[key] = f"unreadable {METRICS_JSONL}: {one_line(error)}"
+                    failures[key] = f"unreadable {METRICS_FILE}: {one_line(error)}"
     if not tables:
         return METRIC_ROWS_SCHEMA.empty_table(), failures
     return pa.concat_tables([t.cast(METRIC_ROWS_SCHEMA) for t in tables]), failures

@@ -18,8 +18,10 @@ from typing import Any
 from results.store import StoreError
 from runtime.io import read_json
 from runtime.job import (
+    CIRCUIT_FILE,
     CONFIG_FILE,
     DONE,
+    EDGES_FILE,
     FAILED_FILE,
     INVALID,
     JOBS_DIR,
@@ -28,10 +30,6 @@ from runtime.job import (
     JobState,
     unfinished_state,
 )
-
-CIRCUIT_FILE = "circuit.json"
-EDGES_FILE = "circuit_edges.parquet"  # runtime/pruning/evidence.py
-EVIDENCE_FILE = "evidence.json"  # likewise; read by the circuit page, not ingested
 
 
 @dataclass

@@ -9,9 +9,9 @@ from typing import Any
 
 from results.circuit_page import PAGES_DIR
 from results.diagram import SITE_ROWS
-from results.ingest import METRICS_JSONL, METRICS_PARQUET
-from results.jobs import CIRCUIT_FILE, circuit_nodes, find_job, read_job
-from runtime.job import COMMAND_FILE, log_tail
+from results.ingest import METRICS_PARQUET
+from results.jobs import circuit_nodes, find_job, read_job
+from runtime.job import CIRCUIT_FILE, COMMAND_FILE, METRICS_FILE, log_tail
 
 LOG_LINES = 20
 
@@ -25,8 +25,8 @@ def _metrics_summary(job_dir: Path) -> str | None:
         import pyarrow.parquet as pq  # only jobs that have the file pay for the import
 
         rows = pq.read_table(job_dir / METRICS_PARQUET).to_pylist()
-    elif (job_dir / METRICS_JSONL).is_file():
-        lines = (job_dir / METRICS_JSONL).read_text().splitlines()
+    elif (job_dir / METRICS_FILE).is_file():
+        lines = (job_dir / METRICS_FILE).read_text().splitlines()
         rows = [json.loads(line) for line in lines if line.strip()]
     else:
         return None

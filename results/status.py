@@ -27,11 +27,11 @@ from runtime.job import (
     NEW,
     PROGRESS_FILE,
     RUNNING,
-    STAGES,
     STATES,
     JobState,
     describe_holder,
 )
+from spec.stages import STAGES
 
 
 @dataclass

@@ -17,9 +17,18 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from results.diagram import SITE_ROWS
-from results.ingest import EDGES_SCHEMA, METRICS_SCHEMA
-from results.jobs import CIRCUIT_FILE, EDGES_FILE, EVIDENCE_FILE
-from runtime.job import COMMAND_FILE, CONFIG_FILE, JOBS_DIR, LOG_FILE, RESULTS_FILE
+from results.ingest import EDGES_SCHEMA, METRICS_PARQUET, METRICS_SCHEMA
+from runtime.job import (
+    CIRCUIT_FILE,
+    COMMAND_FILE,
+    CONFIG_FILE,
+    EDGES_FILE,
+    EVIDENCE_FILE,
+    JOBS_DIR,
+    LOG_FILE,
+    METRICS_FILE,
+    RESULTS_FILE,
+)
 
 SITE_KINDS = SITE_ROWS[:-1]  # every per-layer site kind (all but final_in)
 FINISHED_AT = 1_764_000_000.0  # fixed, so the same call writes the same bytes
@@ -118,9 +127,9 @@ def train_job(
     if metrics_format == "parquet":
         sink = pa.BufferOutputStream()
         pq.write_table(pa.table(columns, schema=METRICS_SCHEMA), sink)
-        files["metrics.parquet"] = sink.getvalue().to_pybytes()
+        files[METRICS_PARQUET] = sink.getvalue().to_pybytes()
     else:
-        files["metrics.jsonl"] = _jsonl(columns)
+        files[METRICS_FILE] = _jsonl(columns)
     results = {
         "heldout_loss": heldout_loss, "train_loss": heldout_loss - 0.05, "n_params": n_params,
         "n_nonzero": int(n_params * sparsity_target), "tokens": n_metrics * 4096,

@@ -22,9 +22,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from runtime.io import read_json, write_json_atomic
+from spec.stages import STAGES
 
-# The job kinds in dependency order: each stage reads only earlier ones (docs/jobs.md).
-STAGES = ("tokenize", "train", "stats", "prune", "groundtruth", "ingest")
 JOBS_DIR = "jobs"  # <workspace>/jobs/<kind>-<key12>/
 # The files of a job folder (docs/jobs.md) that more than one part reads or writes.
 CONFIG_FILE = "config.json"  # compiler
@@ -33,6 +32,10 @@ LOG_FILE = "log.txt"  # executor
 RESULTS_FILE = "results.json"  # runtime, last and atomically: the job is done
 PROGRESS_FILE = "progress.json"  # runtime, while it runs
 FAILED_FILE = "failed.json"  # executor, when the job failed
+METRICS_FILE = "metrics.jsonl"  # train jobs: one JSON line per logged step; ingested
+CIRCUIT_FILE = "circuit.json"  # prune jobs: the circuit's nodes; ingested, the explorer reads it
+EDGES_FILE = "circuit_edges.parquet"  # prune jobs: the circuit's edges; ingested
+EVIDENCE_FILE = "evidence.json"  # prune jobs: what each node responds to; the explorer only
 CHECKPOINT_DIR = "checkpoints"  # train jobs: resumable state, step-<8 digits>.safetensors
 CHECKPOINT_GLOB = "step-*.safetensors"
 _CHECKPOINT_NAME = re.compile(r"^step-(\d+)\.safetensors$")

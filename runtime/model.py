@@ -114,7 +114,7 @@ class Attention(nn.Module):
         B, T, C = x.shape
         if positions is None:
             q, Tq = site("q", self.topk(self.q_proj(x))), T  # (B, T, C)
-            visible = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()  # (Tq, T)
+            visible = None  # plain causal: SDPA's is_causal says it without a T×T mask
         else:
             rows = torch.arange(B, device=x.device)
             q, Tq = site("q", self.topk(self.q_proj(x[rows, positions]))), 1  # (B, C)
@@ -124,11 +124,12 @@ class Attention(nn.Module):
         v = site("v", self.topk(self.v_proj(x)))
         q = q.view(B, Tq, self.n_head, self.d_head).transpose(1, 2)  # (B, H, Tq, dh)
         k, v = (a.view(B, T, self.n_head, self.d_head).transpose(1, 2) for a in (k, v))
-        if self.sink is None and positions is None:
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, H, T, dh)
-        elif self.sink is None:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=visible)  # (B, H, 1, dh)
+        if self.sink is None:  # (B, H, T, dh), or (B, H, 1, dh) at given positions
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=visible,
+                                               is_causal=visible is None)
         else:
+            if visible is None:
+                visible = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()  # (Tq, T)
             att = (q @ k.transpose(-2, -1)) / math.sqrt(self.d_head)  # (B, H, Tq, T)
             att = att.masked_fill(~visible, float("-inf"))
             sink = self.sink.view(1, -1, 1, 1).expand(B, -1, Tq, 1).to(att.dtype)

@@ -23,6 +23,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from spec.corpora import corpus_exists
 from spec.groundtruth import SHAPES, Shape
+from spec.stages import Stage
 from spec.tasks import TASK_ANSWERS
 from spec.units import Count, Minutes
 
@@ -354,8 +355,7 @@ class SlurmStage(StrictModel):
 
 
 class SlurmSpec(SlurmStage):
-    stages: dict[Literal["tokenize", "train", "stats", "prune", "groundtruth", "ingest"],
-                 SlurmStage] = {}
+    stages: dict[Stage, SlurmStage] = {}
 
     @model_validator(mode="after")
     def _one_process_outside_training(self) -> SlurmSpec:

@@ -42,7 +42,6 @@ from runtime.job import (
     FAILED_FILE,
     PROJECT_ROOT,
     RESULTS_FILE,
-    STAGES,
     BackendError,
     JobSpec,
     PlanSpec,
@@ -51,6 +50,7 @@ from runtime.job import (
     record_failure,
 )
 from spec.recipe import MULTI_PROCESS_STAGES, ResourcesSpec, SlurmSpec, SlurmStage
+from spec.stages import STAGES
 
 RECORD_FILE = "slurm.json"
 SUBMITIT_DIR = "slurm"

@@ -20,20 +20,18 @@ import torch
 from runtime.data.tokenizer import check_single_tokens, load_tokenizer
 from runtime.data.tokens import TOKENIZER_FILE, open_tokens
 from runtime.io import write_json_atomic
-from runtime.job import Progress
+from runtime.job import CIRCUIT_FILE, Progress
 from runtime.jobs.train import MODEL_FILE
 from runtime.pruning.ablation import MEANS_FILE, load_means
 from runtime.pruning.circuit import SITE_KINDS, circuit_to_json, count_edges
 from runtime.pruning.evidence import EvidenceLimits, write_evidence
-from runtime.pruning.pairs import PairBatch, encode_pairs
+from runtime.pruning.pairs import PairBatch, draw_pairs
 from runtime.pruning.prune import protocol_judge, prune
 from runtime.tasks import get_task
-from runtime.tasks.shuffle import shuffle_answers
+from runtime.tasks.base import Split
 from runtime.training.checkpoint import load_model
 from runtime.training.train import describe_device, pick_device
 from spec.recipe import PruneSpec
-
-CIRCUIT_FILE = "circuit.json"
 
 
 def run(
@@ -57,11 +55,9 @@ def run(
     means = load_means(inputs["stats"] / MEANS_FILE) if spec.ablation == "mean" else None
     context = model.cfg.context
 
-    def pairs(n: int, split: str) -> PairBatch:
-        drawn = task.pairs(n, split, seed)
-        if config.get("control") == "shuffled_task":  # the nonsense task of the same tokens
-            drawn = shuffle_answers(drawn, f"{task.name}:{split}:{seed}")
-        return encode_pairs(drawn, tokenizer, task.candidates, context)
+    def pairs(n: int, split: Split) -> PairBatch:
+        return draw_pairs(task, tokenizer, context, n, split, seed,
+                          shuffled=config.get("control") == "shuffled_task")
 
     train, heldout = pairs(spec.train_pairs, "train"), pairs(spec.heldout_pairs, "heldout")
     test = pairs(spec.test_pairs, "test").without(heldout)

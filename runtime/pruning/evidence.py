@@ -32,14 +32,12 @@ import torch
 from torch import Tensor, nn
 
 from runtime.io import write_atomic, write_json_atomic
+from runtime.job import EDGES_FILE, EVIDENCE_FILE
 from runtime.pruning.ablation import hooked, window_starts
 from runtime.pruning.circuit import EDGE_TYPES, Circuit, edge_type_name, list_edges, parse_site
 from runtime.pruning.pairs import PairBatch
 from runtime.pruning.prune import Judge
 from runtime.tasks.base import TaskPair
-
-EDGES_FILE = "circuit_edges.parquet"
-EVIDENCE_FILE = "evidence.json"
 
 EDGES_SCHEMA = pa.schema([
     ("src_site", pa.string()), ("src_index", pa.int32()),

@@ -15,6 +15,9 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
+from runtime.tasks.base import Split, Task
+from runtime.tasks.shuffle import shuffle_answers
+
 
 @dataclass(frozen=True)
 class PairBatch:
@@ -117,3 +120,14 @@ def encode_pairs(pairs: Sequence[Any], tokenizer: Encoder, candidates: Sequence[
     prompts = [tuple(tokenizer.encode(p).ids for p in pair.prompts) for pair in pairs]
     answers = [(ids[a], ids[b]) for a, b in (pair.answers for pair in pairs)]
     return PairBatch.from_ids(prompts, answers, context)
+
+
+def draw_pairs(task: Task, tokenizer: Encoder, context: int, n: int, split: Split, seed: int,
+               shuffled: bool = False) -> PairBatch:
+    """``n`` of ``task``'s ``split`` pairs drawn from ``seed`` and encoded: what a prune job of
+    that seed reads, and what ``xcompile tasks --score`` scores. ``shuffled``: the job's
+    ``shuffled_task`` control, the same prompts with the answers assigned at random per pair."""
+    drawn = task.pairs(n, split, seed)
+    if shuffled:
+        drawn = shuffle_answers(drawn, f"{task.name}:{split}:{seed}")
+    return encode_pairs(drawn, tokenizer, task.candidates, context)

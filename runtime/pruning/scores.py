@@ -20,7 +20,7 @@ from runtime.data.tokens import TOKENIZER_FILE
 from runtime.io import read_json
 from runtime.job import CONFIG_FILE, JOBS_DIR, RESULTS_FILE
 from runtime.jobs.train import MODEL_FILE
-from runtime.pruning.pairs import encode_pairs
+from runtime.pruning.pairs import draw_pairs
 from runtime.pruning.prune import evaluate
 from runtime.tasks import TASKS, get_task
 from runtime.training.checkpoint import load_model
@@ -65,8 +65,8 @@ def score_workspace(workspace: Path, tasks: list[str] | None = None, n_pairs: in
                 if check_single_tokens(tokenizer, task.candidates):
                     row.losses[name] = None
                     continue
-                pairs = encode_pairs(task.pairs(n_pairs, "heldout", row.seed), tokenizer,
-                                     task.candidates, model.cfg.context)
+                pairs = draw_pairs(task, tokenizer, model.cfg.context, n_pairs, "heldout",
+                                   row.seed)
                 row.losses[name] = evaluate(model, pairs, None)
         scores.append(row)
     return scores

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from runtime.io import write_atomic
-from runtime.job import CHECKPOINT_DIR
+from runtime.job import CHECKPOINT_DIR, METRICS_FILE
 from runtime.model import GPTConfig, SparseGPT, floor_axis, sparse_parameters
 from runtime.training import distributed
 from runtime.training.checkpoint import (
@@ -55,7 +55,6 @@ from runtime.training.sparsity import (
 )
 from spec.recipe import SparsitySpec, TrainSpec
 
-METRICS_FILE = "metrics.jsonl"
 # Checkpoints kept while training: two, so a bad newest file still leaves one to resume from.
 KEEP_CHECKPOINTS = 2
 

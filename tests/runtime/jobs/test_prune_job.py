@@ -17,10 +17,9 @@ from runtime.data.tokenizer import (
     save_tokenizer,
     train_tokenizer,
 )
-from runtime.job import run_job
+from runtime.job import EDGES_FILE, EVIDENCE_FILE, run_job
 from runtime.jobs.stats import mean_tokens
 from runtime.model import GPTConfig, SparseGPT
-from runtime.pruning.evidence import EDGES_FILE, EVIDENCE_FILE
 from runtime.pruning.scores import score_workspace
 from runtime.tasks import TASKS, get_task
 from runtime.training.checkpoint import save_model
