@@ -31,7 +31,7 @@ from spec.recipe import PruneSpec, Recipe
 from spec.stages import STAGES
 
 if TYPE_CHECKING:
-    from runtime.job import Executor, RunSummary
+    from runtime.executors.base import Executor, RunSummary
 
 DEFAULT_WORKSPACE = Path("xcompile-runs")
 
@@ -408,7 +408,7 @@ def _print_groundtruth(compiled: Plan, ws: Path) -> None:
 
 def _run(compiled: Plan, ws: Path, backend: str, detach: bool) -> RunSummary | None:
     """Hand the plan to its executor; SIGTERM and SIGHUP stop it as Ctrl-C does."""
-    from runtime.job import BackendError
+    from runtime.executors.base import BackendError
 
     try:
         with _stop_on_signals():

@@ -45,7 +45,7 @@ class Job:
     deps: tuple[str, ...]  # keys of the jobs this one reads
     labels: list[str] = field(default_factory=list)  # sweep points (and tasks) needing it
     control: str | None = None  # the control it was compiled for (recorded in meta); None: real
-    # Derived from kind and key; plain attributes, as runtime.job.JobSpec declares them.
+    # Derived from kind and key; plain attributes, as runtime.executors.base.JobSpec declares them.
     name: str = field(init=False)
     rel_dir: str = field(init=False)  # the job folder, relative to the workspace
     # Ingest loads whatever finished, so a failed upstream job must not hold it back.

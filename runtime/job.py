@@ -15,14 +15,11 @@ import re
 import socket
 import sys
 import time
-from collections.abc import Mapping, Sequence
-from collections.abc import Set as AbstractSet
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from runtime.io import read_json, write_json_atomic
-from spec.stages import STAGES
 
 JOBS_DIR = "jobs"  # <workspace>/jobs/<kind>-<key12>/
 # The files of a job folder (docs/jobs.md) that more than one part reads or writes.
@@ -45,6 +42,7 @@ LOCK_FD_ENV = "XCOMPILE_JOB_LOCK_FD"
 EXIT_BUSY = 75  # EX_TEMPFAIL: another process is running this job
 # What executors put on a job's PYTHONPATH, so this checkout runs whether installed or not.
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+JOB_KINDS_DIR = Path(__file__).resolve().parent / "jobs"  # runtime/jobs/<kind>.py: run()
 LOG_TAIL_BYTES = 16_384  # enough for a traceback; never the whole log of a long training run
 START_MARK = "job started"  # the header line of each attempt in log.txt
 EXIT_INTERRUPTED = 130  # what a job stopped by Ctrl-C (or the executor's SIGINT) exits with
@@ -61,58 +59,6 @@ DONE = "done"  # results.json
 INVALID = "invalid"  # results.json there but unreadable (hand-edited or torn)
 STATES = (DONE, RUNNING, INTERRUPTED, NEW, FAILED, INVALID)  # the order displays list them in
 TRACEBACK_MARK = "Traceback (most recent call last)"
-
-
-class JobSpec(Protocol):
-    """What an executor needs of a planned job (compiler.plan.Job satisfies it)."""
-
-    key: str
-    kind: str
-    name: str
-    rel_dir: str
-    deps: tuple[str, ...]
-    runs_after_failures: bool
-
-
-@dataclass
-class RunSummary:
-    """What an executor reports once every job it was given has ended."""
-
-    done: list[str] = field(default_factory=list)
-    failed: dict[str, str] = field(default_factory=dict)  # key → reason
-    skipped: list[str] = field(default_factory=list)  # keys whose inputs failed
-    busy: dict[str, str] = field(default_factory=dict)  # key → who else is running it
-    waiting: list[str] = field(default_factory=list)  # keys whose inputs another run is making
-
-    @property
-    def ok(self) -> bool:
-        return not self.failed and not self.skipped
-
-
-class PlanSpec(Protocol):
-    """What an executor needs of a compiled plan (compiler.plan.Plan satisfies it)."""
-
-    @property
-    def jobs(self) -> Mapping[str, JobSpec]: ...
-
-    @property
-    def done(self) -> AbstractSet[str]: ...
-
-    def pending(self) -> Sequence[JobSpec]: ...
-
-
-class BackendError(Exception):
-    """The backend refused the plan (bad partition or account, no cluster): bad input."""
-
-
-class Executor(Protocol):
-    """What the CLI asks of a backend (local and SLURM). Plan-level rather than submitit's
-    per-job ``submit(job) -> Handle``: docs/jobs.md says why."""
-
-    def run(self, plan: PlanSpec) -> RunSummary | None:
-        """Run every pending job of ``plan``; the outcome once all have ended, or None when the
-        jobs go on without us (a detached SLURM run)."""
-        ...
 
 
 class Progress:
@@ -330,7 +276,10 @@ def run_job(job_dir: Path) -> dict[str, Any] | None:
     job_dir = job_dir.resolve()
     config = read_json(job_dir / CONFIG_FILE)
     kind = config["kind"]
-    if kind not in STAGES:
+    # A kind is a module of runtime/jobs/, as compiler/code_version.py hashes it; checked against
+    # the files rather than spec's stage list, which would put that list in every job's key.
+    if not (isinstance(kind, str) and kind.isidentifier() and not kind.startswith("_")
+            and (JOB_KINDS_DIR / f"{kind}.py").is_file()):
         raise ValueError(f"{job_dir}: unknown job kind {kind!r}")
     module: JobKind = importlib.import_module(f"runtime.jobs.{kind}")  # type: ignore[assignment]
     started = time.time()

@@ -1,7 +1,7 @@
 """The job kinds, in dependency order: each stage reads only earlier ones (docs/jobs.md).
 
-Their one definition, apart from the recipe models so that the job dispatcher (runtime/job.py),
-whose code every job's cache key hashes, does not also hash the whole recipe schema.
+Their one definition, read by the compiler, the executors, ``status`` and the recipe's SLURM
+``stages:`` keys. A job itself runs the module of runtime/jobs/ its config names.
 """
 
 from __future__ import annotations

@@ -27,6 +27,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from runtime.executors.base import JobSpec, PlanSpec, RunSummary
 from runtime.io import read_json
 from runtime.job import (
     COMMAND_FILE,
@@ -38,9 +39,6 @@ from runtime.job import (
     RESULTS_FILE,
     JobBusy,
     JobLock,
-    JobSpec,
-    PlanSpec,
-    RunSummary,
     attempt_header,
     is_complete,
     log_tail,

@@ -36,16 +36,13 @@ from typing import Any
 import submitit
 from submitit.slurm.slurm import SlurmJob
 
+from runtime.executors.base import BackendError, JobSpec, PlanSpec, RunSummary
 from runtime.executors.slurm_entry import RunCheckpointableJob, RunJob
 from runtime.io import read_json
 from runtime.job import (
     FAILED_FILE,
     PROJECT_ROOT,
     RESULTS_FILE,
-    BackendError,
-    JobSpec,
-    PlanSpec,
-    RunSummary,
     is_complete,
     record_failure,
 )

@@ -31,6 +31,7 @@ from compiler.plan import Plan, compile_plan
 from compiler.sweep import expand
 from compiler.workspace import materialize
 from results.query import fetch
+from runtime.executors.base import JobSpec
 from runtime.executors.local import LocalExecutor
 from runtime.executors.slurm import (
     COMPLETED,
@@ -44,7 +45,7 @@ from runtime.executors.slurm import (
     status,
 )
 from runtime.io import read_json
-from runtime.job import FAILED_FILE, LOG_FILE, JobSpec
+from runtime.job import FAILED_FILE, LOG_FILE
 from spec.loader import load_recipe
 from spec.recipe import ResourcesSpec, SlurmSpec, SlurmStage
 
