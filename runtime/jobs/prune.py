@@ -28,6 +28,7 @@ from runtime.pruning.evidence import EvidenceLimits, write_evidence
 from runtime.pruning.pairs import PairBatch, encode_pairs
 from runtime.pruning.prune import protocol_judge, prune
 from runtime.tasks import get_task
+from runtime.tasks.base import Split
 from runtime.tasks.shuffle import shuffle_answers
 from runtime.training.checkpoint import load_model
 from runtime.training.train import describe_device, pick_device
@@ -57,7 +58,7 @@ def run(
     means = load_means(inputs["stats"] / MEANS_FILE) if spec.ablation == "mean" else None
     context = model.cfg.context
 
-    def pairs(n: int, split: str) -> PairBatch:
+    def pairs(n: int, split: Split) -> PairBatch:
         drawn = task.pairs(n, split, seed)
         if config.get("control") == "shuffled_task":  # the nonsense task of the same tokens
             drawn = shuffle_answers(drawn, f"{task.name}:{split}:{seed}")
