@@ -37,7 +37,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from runtime.data.corpus import load_corpus, split_corpus
 from runtime.data.tokenizer import encode_documents, train_tokenizer
@@ -128,7 +127,7 @@ def print_profile(title: str, fn: Callable[[], Any]) -> None:
 @dataclasses.dataclass
 class Quickstart:
     recipe: Recipe
-    model: nn.Module
+    model: SparseGPT
     means: dict[str, torch.Tensor]
     tokenizer: Any
     train_cpu_s: float
@@ -168,7 +167,7 @@ def task_pairs(qs: Quickstart, task_name: str) -> tuple[PairBatch, PairBatch, Pa
         heldout)
 
 
-def mask_runner(model: nn.Module, fill: dict[str, torch.Tensor], pairs: PairBatch,
+def mask_runner(model: SparseGPT, fill: dict[str, torch.Tensor], pairs: PairBatch,
                 spec: PruneSpec, n_settings: int, steps: int, batch_size: int,
                 seed: int) -> Callable[[], Any]:
     """``optimise_masks`` for the first ``n_settings`` of the search's settings, every step."""

@@ -78,13 +78,16 @@ class Progress:
     def __call__(self, info: dict[str, Any], force: bool = False) -> None:
         now = time.monotonic()
         step, total = info.get("step"), info.get("total_steps")
-        timed = isinstance(step, int) and isinstance(total, int)
-        if timed and self._first is None:
-            self._first = (now, step)
+        # (step, total) when both are ints, the only reports an eta is worked out for; a tuple
+        # rather than a flag so that the type checker sees the ints where they are used.
+        timed = (step, total) if isinstance(step, int) and isinstance(total, int) else None
+        if timed is not None and self._first is None:
+            self._first = (now, timed[0])
         if force or now - self._last >= self.min_interval_s:
             self._last = now
             record = {**info, "time": time.time()}
-            if timed and self._first is not None and step > self._first[1]:
+            if timed is not None and self._first is not None and timed[0] > self._first[1]:
+                step, total = timed
                 pace = (now - self._first[0]) / (step - self._first[1])
                 record["eta_s"] = (total - step) * pace
             write_json_atomic(self.path, record)
@@ -281,7 +284,7 @@ def run_job(job_dir: Path) -> dict[str, Any] | None:
     if not (isinstance(kind, str) and kind.isidentifier() and not kind.startswith("_")
             and (JOB_KINDS_DIR / f"{kind}.py").is_file()):
         raise ValueError(f"{job_dir}: unknown job kind {kind!r}")
-    module: JobKind = importlib.import_module(f"runtime.jobs.{kind}")  # type: ignore[assignment]
+    module: JobKind = importlib.import_module(f"runtime.jobs.{kind}")
     started = time.time()
     results = module.run(config, job_dir, job_dir.parent.parent, Progress(job_dir))
     if results is None:

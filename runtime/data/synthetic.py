@@ -27,13 +27,14 @@ from collections.abc import Callable
 from runtime.tasks import sampling
 from runtime.tasks.strings import STRING_CALLS
 
-VARIABLES = (
+# Declared tuple[str, ...]: each pool is re-bound below, extended with the samplers' names.
+VARIABLES: tuple[str, ...] = (
     "x", "y", "n", "count", "total", "value", "result", "item", "name", "line", "text", "word",
     "key", "current", "data", "size", "index", "score", "node", "path", "label", "token",
 )
 VARIABLES = tuple(dict.fromkeys((*VARIABLES, *sampling.NAMES)))
 COLLECTIONS = ("items", "values", "words", "lines", "names", "numbers", "rows", "tokens", "parts")
-FUNCTIONS = (
+FUNCTIONS: tuple[str, ...] = (
     "process", "parse", "load", "count_words", "find_max", "check", "update", "build", "merge",
     "clean", "read_data", "compute", "is_valid", "collect", "format_row", "handle", "summarize",
 )
@@ -41,8 +42,10 @@ FUNCTIONS = tuple(dict.fromkeys((*FUNCTIONS, *sampling.FUNCTION_NAMES)))
 CLASSES = ("Point", "Counter", "Stack", "Node", "Parser", "Config", "Buffer", "Record", "Tree",
            *sampling.CLASS_NAMES)
 ATTRIBUTES = ("name", "value", "size", "items", "count", "parent", "data", "label")
-WORDS = ("hello", "world", "done", "error", "ok", "start", "end", "data", "name", "value", "a",
-         "b", "abc", "test", "spam", "eggs", "foo", "bar", "result", "line")
+WORDS: tuple[str, ...] = (
+    "hello", "world", "done", "error", "ok", "start", "end", "data", "name", "value", "a", "b",
+    "abc", "test", "spam", "eggs", "foo", "bar", "result", "line",
+)
 WORDS = tuple(dict.fromkeys((*WORDS, *sampling.WORDS)))
 POOLS = sampling.Pools(VARIABLES, WORDS)  # the task samplers, over every name and word
 PATHS = ("data.txt", "input.csv", "log.txt", "config.json", "out.txt", "notes.md")

@@ -16,13 +16,15 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
-from torch import Tensor, nn
+from torch import Tensor
+
+from runtime.model import SparseGPT
 
 MEANS_FILE = "means.safetensors"
 
 
 @contextlib.contextmanager
-def hooked(model: nn.Module, hook: Callable[[str, Tensor], Tensor] | None) -> Iterator[None]:
+def hooked(model: SparseGPT, hook: Callable[[str, Tensor], Tensor] | None) -> Iterator[None]:
     """Install ``hook`` on the model for the duration of the block, restoring the old one."""
     previous = model.hook
     model.hook = hook
@@ -43,7 +45,7 @@ def window_starts(n_available: int, context: int, n_windows: int) -> list[int]:
 
 @torch.no_grad()
 def compute_site_means(
-    model: nn.Module,
+    model: SparseGPT,
     tokens: np.ndarray | Tensor,
     n_tokens: int,
     batch: int,

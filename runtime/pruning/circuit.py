@@ -41,7 +41,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
+
+from runtime.model import SparseGPT
 
 SITE_KINDS = (
     "attn_in", "q", "k", "v", "attn_out", "mlp_in", "mlp_neuron", "mlp_out", "final_in",
@@ -86,7 +88,7 @@ class NodeLayout:
     widths: tuple[int, ...]
 
     @classmethod
-    def from_model(cls, model: nn.Module) -> NodeLayout:
+    def from_model(cls, model: SparseGPT) -> NodeLayout:
         """Read the sites off the model's parameters (the docs/jobs.md names), no forward pass."""
         n_layer = len(model.blocks)
         d_model = model.wte.weight.shape[1]
@@ -182,7 +184,7 @@ class _WeightEdges:
     live: Tensor  # [out, in] bool: nonzero weight, both ends kept
 
 
-def _weight_edges(circuit: Circuit, model: nn.Module) -> list[_WeightEdges]:
+def _weight_edges(circuit: Circuit, model: SparseGPT) -> list[_WeightEdges]:
     per_site = circuit.layout.split(circuit.kept)
     out = []
     for layer in range(circuit.layout.n_layer):
@@ -194,7 +196,7 @@ def _weight_edges(circuit: Circuit, model: nn.Module) -> list[_WeightEdges]:
     return out
 
 
-def count_edges(circuit: Circuit, model: nn.Module) -> dict[str, int]:
+def count_edges(circuit: Circuit, model: SparseGPT) -> dict[str, int]:
     """Edges by type (every type present, zeros included); the total is the sum."""
     counts = {edge_type_name(s, d): 0 for s, d, _ in EDGE_TYPES}
     for group in _weight_edges(circuit, model):
@@ -202,7 +204,7 @@ def count_edges(circuit: Circuit, model: nn.Module) -> dict[str, int]:
     return counts
 
 
-def list_edges(circuit: Circuit, model: nn.Module) -> list[dict[str, Any]]:
+def list_edges(circuit: Circuit, model: SparseGPT) -> list[dict[str, Any]]:
     """Every counted edge: ``{type, src: [site, channel], dst: [site, channel], weight}``."""
     return [
         {"type": group.edge_type, "src": [group.src, in_ch], "dst": [group.dst, out_ch],
@@ -214,7 +216,7 @@ def list_edges(circuit: Circuit, model: nn.Module) -> list[dict[str, Any]]:
 
 def circuit_to_json(
     circuit: Circuit,
-    model: nn.Module,
+    model: SparseGPT,
     scores: Tensor | None = None,
     max_listed_edges: int = 2000,
     extra: dict[str, Any] | None = None,

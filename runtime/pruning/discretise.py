@@ -137,6 +137,7 @@ def greedy_drop(kept: Tensor, order: Tensor, losses: Losses, threshold: float,
         if len(passing) > 1:
             together = losses(without(passing)[None])[0]
             evaluations += 1
+        loss: float | None  # the last branch keeps last_loss: None until a removal is taken
         if together is not None and together <= threshold:
             taken, loss, rest = passing, together, candidates[len(chunk):]
         elif passing:

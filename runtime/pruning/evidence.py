@@ -29,10 +29,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from runtime.io import write_atomic, write_json_atomic
 from runtime.job import EDGES_FILE, EVIDENCE_FILE
+from runtime.model import SparseGPT
 from runtime.pruning.ablation import hooked, window_starts
 from runtime.pruning.circuit import EDGE_TYPES, Circuit, edge_type_name, list_edges, parse_site
 from runtime.pruning.pairs import PairBatch
@@ -61,7 +62,7 @@ class EvidenceLimits:
     ablation_pairs: int = 64  # held-out task pairs for the single-node ablations
 
 
-def edges_table(circuit: Circuit, model: nn.Module) -> pa.Table:
+def edges_table(circuit: Circuit, model: SparseGPT) -> pa.Table:
     """Every counted edge as a row of ``EDGES_SCHEMA``."""
     rows = []
     for edge in list_edges(circuit, model):
@@ -75,7 +76,7 @@ def edges_table(circuit: Circuit, model: nn.Module) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=EDGES_SCHEMA)
 
 
-def write_edges(job_dir: Path, circuit: Circuit, model: nn.Module) -> None:
+def write_edges(job_dir: Path, circuit: Circuit, model: SparseGPT) -> None:
     sink = pa.BufferOutputStream()
     pq.write_table(edges_table(circuit, model), sink)
     write_atomic(job_dir / EDGES_FILE, sink.getvalue().to_pybytes())
@@ -100,7 +101,7 @@ def _by_site(nodes: list[tuple[str, int]]) -> dict[str, Tensor]:
 
 
 @torch.no_grad()
-def class_means(model: nn.Module, batch: PairBatch, nodes: list[tuple[str, int]],
+def class_means(model: SparseGPT, batch: PairBatch, nodes: list[tuple[str, int]],
                 label_of: dict[int, str]) -> tuple[list[dict[str, Any]], dict[tuple[str, int],
                                                                             list[float]]]:
     """Mean activation of each node at each prompt's last token, per class of correct answer."""
@@ -130,7 +131,7 @@ def class_means(model: nn.Module, batch: PairBatch, nodes: list[tuple[str, int]]
 
 
 @torch.no_grad()
-def top_contexts(model: nn.Module, tokens: np.ndarray, nodes: list[tuple[str, int]],
+def top_contexts(model: SparseGPT, tokens: np.ndarray, nodes: list[tuple[str, int]],
                  decode: Any, limits: EvidenceLimits, batch: int = 16
                  ) -> dict[tuple[str, int], list[dict[str, Any]]]:
     """Each node's ``contexts_per_node`` strongest activations over held-out windows."""
@@ -192,7 +193,7 @@ def single_node_ablations(circuit: Circuit, nodes: list[tuple[str, int]], judge:
     return base, dict(zip(nodes, losses, strict=True))
 
 
-def write_evidence(job_dir: Path, model: nn.Module, circuit: Circuit, tau: Tensor | None, *,
+def write_evidence(job_dir: Path, model: SparseGPT, circuit: Circuit, tau: Tensor | None, *,
                    heldout_pairs: PairBatch, tokens: np.ndarray, tokenizer: Any,
                    judge: Judge, sample: TaskPair,
                    limits: EvidenceLimits | None = None) -> dict[str, Any]:

@@ -20,8 +20,9 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
+from runtime.model import SparseGPT
 from runtime.pruning.ablation import hooked
 from runtime.pruning.circuit import NodeLayout
 from runtime.pruning.pairs import PairBatch
@@ -73,7 +74,7 @@ def ablation_values(layout: NodeLayout, means: dict[str, Tensor] | None, ablatio
 
 
 @torch.no_grad()
-def silent_nodes(model: nn.Module, layout: NodeLayout, batch: PairBatch) -> Tensor:
+def silent_nodes(model: SparseGPT, layout: NodeLayout, batch: PairBatch) -> Tensor:
     """(n_nodes,) bool: the nodes that are exactly zero at every real position of ``batch``
     that reaches the answer: every prompt position in earlier blocks and at the last block's
     keys and values, the answer position elsewhere in the last block and at ``final_in``."""

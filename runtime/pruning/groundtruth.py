@@ -36,10 +36,11 @@ import math
 import random
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 
-from runtime.model import GPTConfig, SparseGPT
+from runtime.model import Block, GPTConfig, SparseGPT
 from runtime.pruning.ablation import compute_site_means
 from runtime.pruning.pairs import PairBatch
 from spec.groundtruth import SHAPES
@@ -93,7 +94,8 @@ class Planted:
 
 
 def _embedding(cue_last: bool) -> dict[int, dict[int, float]]:
-    fillers = {F0: {9: 1, SIGN: 1}, F1: {11: 1, SIGN: -1}, F2: {13: 1, 14: 1}, F3: {15: 1, 9: -1}}
+    fillers: dict[int, dict[int, float]] = {
+        F0: {9: 1, SIGN: 1}, F1: {11: 1, SIGN: -1}, F2: {13: 1, 14: 1}, F3: {15: 1, 9: -1}}
     if cue_last:  # the fillers' SIGN would be read at the last position otherwise: keep it out
         fillers = {F0: {9: 1, 10: 1}, F1: {11: 1, 12: 1}, **{f: fillers[f] for f in (F2, F3)}}
     return {A: {SIGN: 1, FLAG: 1}, B: {SIGN: -1, FLAG: 1}, Q: {QUERY: 1, QPAD: 1},
@@ -179,7 +181,8 @@ def planted(shape: str) -> Planted:
             model.get_parameter(param_name)[int(index.rstrip("]"))] = value
         # Every embedding has the same norm; this gain makes the normed reads exactly ±1.
         gain = math.sqrt((BIAS_VALUE**2 + 2) / D_MODEL)
-        for norm in (model.blocks[0].ln_attn, model.blocks[0].ln_mlp):
+        block = cast(Block, model.blocks[0])  # a ModuleList indexes to a plain Module
+        for norm in (block.ln_attn, block.ln_mlp):
             norm.weight.fill_(gain)
         model.ln_f.weight.fill_(1.0)
     edges = {type_: 0 for type_ in (*_ATTENTION_EDGES, *_MLP_EDGES)} | _EDGES[shape]

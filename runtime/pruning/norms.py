@@ -13,18 +13,18 @@ import contextlib
 from collections.abc import Callable, Iterator
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from runtime.model import RMSNorm
+from runtime.model import RMSNorm, SparseGPT
 from runtime.pruning.ablation import hooked
 
 
-def _norms(model: nn.Module) -> list[RMSNorm]:
+def _norms(model: SparseGPT) -> list[RMSNorm]:
     return [module for module in model.modules() if isinstance(module, RMSNorm)]
 
 
 @torch.no_grad()
-def full_model_scales(model: nn.Module, tokens: Tensor, last: Tensor) -> list[Tensor]:
+def full_model_scales(model: SparseGPT, tokens: Tensor, last: Tensor) -> list[Tensor]:
     """Each norm's scale (rows, T or nothing, 1) in the unhooked model on these prompts."""
     norms = _norms(model)
     scales: list[Tensor | None] = [None] * len(norms)
@@ -47,7 +47,7 @@ def full_model_scales(model: nn.Module, tokens: Tensor, last: Tensor) -> list[Te
 
 
 @contextlib.contextmanager
-def frozen_scales(model: nn.Module, scales: list[Tensor] | None) -> Iterator[None]:
+def frozen_scales(model: SparseGPT, scales: list[Tensor] | None) -> Iterator[None]:
     """Within the block, every norm uses the recorded ``scales`` (tiled over mask sets: a batch of
     M·rows gets the rows' scales M times). ``None`` leaves the norms live."""
     if scales is None:

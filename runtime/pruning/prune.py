@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from runtime.model import SparseGPT
 from runtime.pruning.ablation import hooked
 from runtime.pruning.calibrate import Calibration, calibrated_loss, fit_calibration, two_way_loss
 from runtime.pruning.circuit import Circuit, NodeLayout, count_edges
@@ -69,20 +70,20 @@ Progress = Callable[[dict[str, Any]], None]
 # Task loss
 
 
-def set_losses(model: nn.Module, batch: PairBatch, sets: int) -> Tensor:
+def set_losses(model: SparseGPT, batch: PairBatch, sets: int) -> Tensor:
     """(sets,) task loss of each slice of a batch tiled ``sets`` times (hooks decide the gates)."""
     last = model(batch.tokens, batch.last)  # (sets·2N, V): logits at each prompt's last token
     two = last.gather(1, batch.candidates).float()  # (sets·2N, 2), correct answer in column 0
     return two_way_loss(two).view(sets, -1).mean(1)
 
 
-def task_loss(model: nn.Module, batch: PairBatch) -> Tensor:
+def task_loss(model: SparseGPT, batch: PairBatch) -> Tensor:
     """Mean over prompts of the two-way cross-entropy between the correct answer and the other."""
     return set_losses(model, batch, 1)[0]
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, batch: PairBatch, hook: Callable[[str, Tensor], Tensor] | None,
+def evaluate(model: SparseGPT, batch: PairBatch, hook: Callable[[str, Tensor], Tensor] | None,
              chunk_pairs: int = 64) -> float:
     """Task loss over the whole batch (chunked), with ``hook`` installed (None: the full model)."""
     total = 0.0
@@ -101,7 +102,7 @@ class Judge:
     the model is ablated to ``fill``; norms frozen if asked; calibrated on ``calibration`` pairs
     if given. Chunks (and their frozen norm scales) are built once and reused for every call."""
 
-    def __init__(self, model: nn.Module, layout: NodeLayout, fill: dict[str, Tensor],
+    def __init__(self, model: SparseGPT, layout: NodeLayout, fill: dict[str, Tensor],
                  pairs: PairBatch, calibration: PairBatch | None, freeze_norms: bool) -> None:
         self.model, self.layout, self.fill = model, layout, fill
         self.freeze_norms = freeze_norms
@@ -154,7 +155,7 @@ class Judge:
                 for c, t in zip(self.calibrations(masks), two, strict=True)]
 
 
-def protocol_judge(model: nn.Module, spec: PruneSpec, means: dict[str, Tensor] | None,
+def protocol_judge(model: SparseGPT, spec: PruneSpec, means: dict[str, Tensor] | None,
                    train: PairBatch, pairs: PairBatch) -> Judge:
     """The judge of a prune run on ``pairs``: the spec's ablation fill (silent nodes zeroed with
     ``silent_zero``), calibration on the first training pairs, frozen norms if asked."""
@@ -213,7 +214,7 @@ def sign_changes(tau: Tensor, signs: Tensor, flips: Tensor) -> tuple[Tensor, Ten
 
 
 def optimise_masks(
-    model: nn.Module,
+    model: SparseGPT,
     layout: NodeLayout,
     fill: dict[str, Tensor],
     train: PairBatch,
@@ -286,7 +287,7 @@ def optimise_masks(
     return trials
 
 
-def attribution(model: nn.Module, layout: NodeLayout, fill: dict[str, Tensor], tau: Tensor,
+def attribution(model: SparseGPT, layout: NodeLayout, fill: dict[str, Tensor], tau: Tensor,
                 batch: PairBatch, freeze_norms: bool) -> Tensor:
     """−∂L/∂g at the learned mask g = Heaviside(τ): the first-order loss increase from switching
     each node off (or decrease from switching it on). Breaks ties in τ."""
@@ -310,8 +311,10 @@ def search_settings(spec: PruneSpec, seed: int) -> list[MaskSetting]:
         ranges = [spec.search.k_coef, spec.search.lr, spec.search.temperature]
         sobol = torch.quasirandom.SobolEngine(len(ranges), scramble=True, seed=seed)
         for t, u in enumerate(sobol.draw(extra, dtype=torch.float64).tolist(), start=1):
-            values = [lo * (hi / lo) ** x for (lo, hi), x in zip(ranges, u, strict=True)]
-            settings.append(MaskSetting(*values, init_seed=seed + t * TRIAL_SEED_STRIDE))
+            k_coef, lr, temperature = [lo * (hi / lo) ** x
+                                       for (lo, hi), x in zip(ranges, u, strict=True)]
+            settings.append(MaskSetting(k_coef, lr, temperature,
+                                        init_seed=seed + t * TRIAL_SEED_STRIDE))
     return settings
 
 
@@ -356,7 +359,7 @@ class PruneResult:
 
 
 def prune(
-    model: nn.Module,
+    model: SparseGPT,
     train: PairBatch,
     heldout: PairBatch,
     test: PairBatch,
@@ -440,7 +443,7 @@ def prune(
 
 
 @torch.no_grad()
-def kl_to_full(model: nn.Module, layout: NodeLayout, fill: dict[str, Tensor], kept: Tensor,
+def kl_to_full(model: SparseGPT, layout: NodeLayout, fill: dict[str, Tensor], kept: Tensor,
                batch: PairBatch, freeze_norms: bool) -> float:
     """Mean over prompts of KL(full model ‖ circuit) of the next-token distribution."""
     total = 0.0
@@ -454,7 +457,7 @@ def kl_to_full(model: nn.Module, layout: NodeLayout, fill: dict[str, Tensor], ke
     return total / (2 * len(batch))
 
 
-def validate(model: nn.Module, layout: NodeLayout, fill: dict[str, Tensor], kept: Tensor,
+def validate(model: SparseGPT, layout: NodeLayout, fill: dict[str, Tensor], kept: Tensor,
              test: PairBatch, calibration_pairs: PairBatch | None, freeze_norms: bool,
              seed: int) -> dict[str, Any]:
     """Sufficiency, necessity, the random-circuit baseline and KL of ``kept`` on ``test``."""

@@ -56,7 +56,9 @@ def _digest(tensors: dict[str, Tensor], metadata: dict[str, str]) -> str:
     for name in sorted(tensors):
         tensor = tensors[name]
         sha.update(f"{name}|{tensor.dtype}|{list(tensor.shape)}|".encode())
-        sha.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+        # ``.data``: the array's own buffer as a memoryview (no copy, the same bytes); numpy's
+        # stubs declare ndarray a buffer only from Python 3.12.
+        sha.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().data)
     return sha.hexdigest()
 
 

@@ -208,15 +208,18 @@ def project_topk_(
     if min_per_neuron > 0 and neuron_axis is not None and tensor.dim() == 2:
         j = floor_per_neuron(k, tensor.shape[neuron_axis], tensor.shape[1 - neuron_axis],
                              min_per_neuron)
+    # The floor's axis, None without a floor: j > 0 only where neuron_axis is set, so this is
+    # None exactly when j == 0 (and the type checker sees an int wherever the axis is used).
+    axis = neuron_axis if j else None
     if k > numel // 2:  # few entries go: find those, unless the floor then fails somewhere
         dropped = _extreme(magnitude.view(-1), _candidates(magnitude.view(-1), numel - k, False),
                            numel - k, largest=False)
-        fan = tensor.shape[1 - neuron_axis] if j else 0
-        if j == 0 or bool((torch.bincount(_neuron_of(dropped, tensor.shape, neuron_axis),
-                                          minlength=tensor.shape[neuron_axis]) <= fan - j).all()):
+        if axis is None or bool((torch.bincount(_neuron_of(dropped, tensor.shape, axis),
+                                                minlength=tensor.shape[axis])
+                                 <= tensor.shape[1 - axis] - j).all()):
             flat[dropped] = 0
             return tensor
-    kept = _kept_indices(magnitude, k, j, neuron_axis if j else None)
+    kept = _kept_indices(magnitude, k, j, axis)
     values = flat[kept]
     flat.zero_()
     flat[kept] = values

@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -255,7 +255,8 @@ def train(
     optimizer = make_optimizer(model, train_spec)
     # torch.compile (a GPU option) wraps the same parameters; only the training forward/backward
     # goes through it, so checkpoints, the projection and evaluation see the plain model.
-    step_model: nn.Module = torch.compile(model) if train_spec.compile else model
+    # (torch.compile of a Module returns an OptimizedModule, a Module; it is typed as a callable.)
+    step_model: nn.Module = cast(nn.Module, torch.compile(model)) if train_spec.compile else model
     generator = torch.Generator().manual_seed(seed)  # data order; CPU so it is checkpointable
 
     # ---- resume from the newest valid checkpoint
