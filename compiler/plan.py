@@ -45,16 +45,19 @@ class Job:
     deps: tuple[str, ...]  # keys of the jobs this one reads
     labels: list[str] = field(default_factory=list)  # sweep points (and tasks) needing it
     control: str | None = None  # the control it was compiled for (recorded in meta); None: real
-    # Derived from kind and key; plain attributes, as runtime.executors.base.JobSpec declares them.
-    name: str = field(init=False)
-    rel_dir: str = field(init=False)  # the job folder, relative to the workspace
-    # Ingest loads whatever finished, so a failed upstream job must not hold it back.
-    runs_after_failures: bool = field(init=False)
 
-    def __post_init__(self) -> None:
-        self.name = f"{self.kind}-{self.key[:12]}"
-        self.rel_dir = f"{JOBS_DIR}/{self.name}"
-        self.runs_after_failures = self.kind == "ingest"
+    @property
+    def name(self) -> str:
+        return f"{self.kind}-{self.key[:12]}"
+
+    @property
+    def runs_after_failures(self) -> bool:
+        """Ingest loads whatever finished, so a failed upstream job must not hold it back."""
+        return self.kind == "ingest"
+
+    @property
+    def rel_dir(self) -> str:
+        return f"{JOBS_DIR}/{self.name}"
 
     @property
     def config(self) -> dict[str, Any]:

@@ -15,12 +15,19 @@ from typing import Protocol
 class JobSpec(Protocol):
     """What an executor needs of a planned job (compiler.plan.Job satisfies it)."""
 
-    key: str
-    kind: str
-    name: str
-    rel_dir: str
-    deps: tuple[str, ...]
-    runs_after_failures: bool
+    # read-only, so that a dataclass field or a property (compiler.plan.Job's) both satisfy it
+    @property
+    def key(self) -> str: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def rel_dir(self) -> str: ...
+    @property
+    def deps(self) -> tuple[str, ...]: ...
+    @property
+    def runs_after_failures(self) -> bool: ...
 
 
 @dataclass
