@@ -23,7 +23,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from results.frontier import check_task, default_protocol
 from results.query import fetch
-from results.store import StoreError
+from results.store import StoreError, pareto_flag, pareto_windows
 
 LABEL_ALL_UP_TO = 30  # with more points, label only the Pareto ones
 CURVE_POINTS = 500  # per run: a million metric rows need not become a million line vertices
@@ -52,7 +52,7 @@ def frontier_rows(workspace: Path, protocol: str | None = None,
     if not rows:
         raise StoreError(f"no run of protocol {protocol!r} has a {task} circuit of a model "
                          "that does the task")
-    return protocol, _with_task_families(_with_pareto(rows))
+    return protocol, _with_task_families(rows)
 
 
 # Each run with its family's replicate summary (results/replicates.py), for the error bars.
@@ -68,25 +68,21 @@ ORDER BY f.geomean_edges, f.heldout_loss
 # One task's circuits (task_edges: the smallest per pruning seed, the median over seeds), of the
 # runs whose model does the task; the Pareto flags and families are the task's own.
 TASK_ROWS_SQL = """
-SELECT f.* EXCLUDE (pareto), t.n_edges::DOUBLE AS edges
-FROM frontier f JOIN task_edges t USING (run_key, protocol)
-WHERE f.protocol = ? AND t.task = ? AND t.model_solves AND t.n_edges IS NOT NULL
-ORDER BY edges, f.heldout_loss
+WITH task_rows AS (
+    SELECT f.* EXCLUDE (pareto), t.n_edges::DOUBLE AS edges
+    FROM frontier f JOIN task_edges t USING (run_key, protocol)
+    WHERE f.protocol = ? AND t.task = ? AND t.model_solves AND t.n_edges IS NOT NULL
+), ranked AS (
+    SELECT *, """ + pareto_windows("edges") + """
+    FROM task_rows
+)
+SELECT * EXCLUDE (m_lt, m_le), """ + pareto_flag("edges") + """
+FROM ranked
+ORDER BY edges, heldout_loss
 """
 # What a family's bar spans on a one-task plot: the seeds' smallest and largest circuit.
 TASK_FAMILY_BAR = "family over seeds: edge range, loss range"
 FAMILY_BAR = "family over seeds: 95 % CI (edges), loss range"
-
-
-def _with_pareto(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Pareto as the frontier view defines it: no other row has loss <= and edges <=, one of
-    them strictly lower."""
-    for row in rows:
-        row["pareto"] = not any(
-            o["heldout_loss"] <= row["heldout_loss"] and o["edges"] <= row["edges"]
-            and (o["heldout_loss"] < row["heldout_loss"] or o["edges"] < row["edges"])
-            for o in rows)
-    return rows
 
 
 def _with_task_families(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -246,10 +246,29 @@ FROM with_tasks
 # its peers with that task missing, instead of moving silently into a smaller task set of its own;
 # it has no mean (undefined over the protocol's tasks) and is never Pareto. Circuits flagged
 # not_distinguishable are left out of the mean and counted.
-# Pareto, among complete rows: no other run of the protocol has loss <= and edges <= with one
-# strictly lower. With rows ordered by loss, that is "no row with strictly lower loss has edges <=
-# mine" (m_lt) and "no row with loss <= mine has strictly fewer edges" (m_le), two window minima
-# (min ignores the NULLs of incomplete rows): O(n log n), not O(n²).
+
+
+def pareto_windows(edges: str) -> str:
+    """The two window minima the Pareto flag reads, per protocol; written once for the frontier
+    view and the one-task plot (results/plots.py).
+
+    Pareto, among complete rows: no other row of the protocol has loss <= and edges <= with one
+    strictly lower. With rows ordered by loss, that is "no row with strictly lower loss has edges
+    <= mine" (m_lt) and "no row with loss <= mine has strictly fewer edges" (m_le), two window
+    minima (min ignores the NULLs of incomplete rows): O(n log n), not O(n²).
+    """
+    return f"""min({edges}) OVER (PARTITION BY protocol ORDER BY heldout_loss
+            RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW EXCLUDE GROUP) AS m_lt,
+        min({edges}) OVER (PARTITION BY protocol ORDER BY heldout_loss
+            RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS m_le"""
+
+
+def pareto_flag(edges: str) -> str:
+    """The ``pareto`` column, from ``pareto_windows(edges)``'s m_lt and m_le."""
+    return f"""{edges} IS NOT NULL
+           AND NOT (coalesce(m_lt <= {edges}, false) OR m_le < {edges}) AS pareto"""
+
+
 FRONTIER_VIEW = """
 CREATE OR REPLACE VIEW frontier AS
 WITH per_run AS (
@@ -275,16 +294,10 @@ WITH per_run AS (
     JOIN runs r ON r.key = p.run_key
     WHERE r.heldout_loss IS NOT NULL
 ), ranked AS (
-    SELECT *,
-        min(geomean_edges) OVER (PARTITION BY protocol ORDER BY heldout_loss
-            RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW EXCLUDE GROUP) AS m_lt,
-        min(geomean_edges) OVER (PARTITION BY protocol ORDER BY heldout_loss
-            RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS m_le
+    SELECT *, """ + pareto_windows("geomean_edges") + """
     FROM points
 )
-SELECT * EXCLUDE (m_lt, m_le),
-       geomean_edges IS NOT NULL
-           AND NOT (coalesce(m_lt <= geomean_edges, false) OR m_le < geomean_edges) AS pareto
+SELECT * EXCLUDE (m_lt, m_le), """ + pareto_flag("geomean_edges") + """
 FROM ranked
 """
 
