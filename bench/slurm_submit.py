@@ -1,4 +1,5 @@
-"""Compile a ~1,000-job plan, submit it to SLURM (one array per stage), then cancel it all.
+"""Compile a ~1,000-job plan, submit it to SLURM (one array per stage, then the ingest job, as
+`xcompile run` does), then cancel it all.
 
     sudo scripts/slurm-cluster.sh start
     python bench/slurm_submit.py [--partition debug]
@@ -19,11 +20,12 @@ from pathlib import Path
 from compiler.plan import compile_plan
 from compiler.sweep import expand
 from compiler.workspace import materialize
+from results.ingest import ingest
 from runtime.executors.slurm import SlurmExecutor, cancel, job_name
 from spec.loader import load_recipe
 from spec.stages import STAGES
 
-# 200 models x 3 tasks: 1 tokenize + 200 train + 200 stats + 600 prune + 1 ingest = 1,002 jobs
+# 200 models x 3 tasks: 1 tokenize + 200 train + 200 stats + 600 prune = 1,001 jobs (+ the ingest)
 RECIPE = """\
 name: bench-slurm
 prune: {tasks: [single_double_quote, bracket_counting, set_or_string]}
@@ -55,15 +57,17 @@ def main() -> None:
         plan = compile_plan(recipe, expand(recipe, doc), workspace)
         materialize(plan, workspace)
         compiled = time.perf_counter()
-        submission = SlurmExecutor(workspace, recipe.resources).submit(plan)
+        submission = SlurmExecutor(workspace, recipe.resources, finish=ingest).submit(plan)
         submitted = time.perf_counter()
         cancelled = cancel(workspace, plan)
+        if submission.finish is not None:  # `cancel` leaves the ingest; the bench leaves nothing
+            submission.finish.cancel(check=False)
         cancel_done = time.perf_counter()
         deadline = time.monotonic() + 60
         while (left := ours_queued(workspace)) and time.monotonic() < deadline:
             time.sleep(0.5)
         gone = time.perf_counter()
-    print(f"jobs: {len(plan.jobs):,} in {len(submission.arrays)} arrays "
+    print(f"jobs: {len(plan.jobs):,} + the ingest in {len(submission.arrays)} arrays "
           f"({', '.join(f'{k} {a}' for k, a in submission.arrays.items())})")
     print(f"compile + materialize: {compiled - started:.2f} s")
     print(f"submit (sbatch x{len(submission.arrays)}, held, then released): "

@@ -21,14 +21,13 @@ from rich.table import Table
 from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 from compiler import estimate
-from compiler.plan import Plan, compile_plan
+from compiler.plan import JOB_KINDS, Plan, compile_plan
 from compiler.sweep import SweepPoint, load_points
 from compiler.timing import PlanTiming, time_plan
 from compiler.workspace import materialize, reasons
 from runtime.job import JOBS_DIR
 from spec.errors import Problem, RecipeError
 from spec.recipe import PruneSpec, Recipe
-from spec.stages import STAGES
 
 if TYPE_CHECKING:
     from runtime.executors.base import Executor, RunSummary
@@ -201,7 +200,7 @@ def plan(
                     "workspace": str(ws),
                     "points": [p.values for p in compiled.points],
                     "train_flops": flops,
-                    "stages": {kind: _stage_json(compiled, timing, kind) for kind in STAGES},
+                    "stages": {kind: _stage_json(compiled, timing, kind) for kind in JOB_KINDS},
                     "est_wall_s": timing.total_s,
                     "jobs": [
                         {
@@ -223,7 +222,7 @@ def plan(
     table = Table(title=f"plan: {compiled.recipe.name} ({len(compiled.points)} sweep points)")
     for column in ("stage", "jobs", "cached", "to run", "est. wall"):
         table.add_column(column, justify="left" if column == "stage" else "right")
-    for kind in STAGES:
+    for kind in JOB_KINDS:
         jobs = compiled.stage(kind)
         cached = sum(job.key in compiled.done for job in jobs)
         stage = timing.stages.get(kind)
@@ -245,7 +244,7 @@ def plan(
         )
     elif train_jobs:
         out.print(f"training: nothing to train{cached_note}")
-    pending = [job for job in compiled.pending() if job.kind != "ingest"]
+    pending = compiled.pending()
     if not pending:
         out.print("[green]everything is cached[/]")
         return
@@ -336,6 +335,10 @@ def run(
 ) -> None:
     """Run a recipe: tokenize, train, prune and ingest, skipping everything already done.
 
+    The ingest loads whatever finished into the store once the jobs have ended, failed ones
+    or not; on SLURM it is also queued as a last job behind them, so a detached run's store
+    fills in on the cluster.
+
     Each job runs under a lock on its folder: a job that another `xcompile run` (or a hand-run
     command) is running is skipped, with that process's pid and host, and its dependents wait
     for the next run. Ctrl-C, SIGTERM and SIGHUP stop the running job (exit 130, 143, 129);
@@ -357,7 +360,8 @@ def run(
     materialize(compiled, ws)
     summary = _run(compiled, ws, chosen, detach)
     if summary is None:
-        return
+        return  # detached: the ingest queued behind the jobs loads the store on the cluster
+    ingest_error = _ingest_after_run(ws)
     if summary.busy:
         err.print(
             f"[yellow]{len(summary.busy)} job(s) are running in another process[/] (not touched), "
@@ -371,7 +375,24 @@ def run(
             f"{len(summary.failed)} job(s) failed, {len(summary.skipped)} skipped "
             "because their inputs failed; finished jobs are cached"
         )
+    if ingest_error is not None:
+        raise JobsFailed(f"ingest failed: {ingest_error}; the jobs are cached, "
+                         "`xcompile ingest` loads them")
     err.print(f"[green]done[/]: {len(summary.done)} ran, {cached} cached")
+
+
+def _ingest_after_run(ws: Path) -> str | None:
+    """Load what finished into the store, failed jobs or not (ingest is idempotent and cheap:
+    a folder already loaded is not read again); why it could not, or None."""
+    from results.ingest import ingest as ingest_workspace
+    from results.store import StoreError
+
+    try:
+        err.print(str(ingest_workspace(ws)), highlight=False)
+    except StoreError as error:
+        err.print(f"[bold red]FAILED[/] ingest: {error}", highlight=False)
+        return str(error)
+    return None
 
 
 def _report_not_found(compiled: Plan, ws: Path) -> None:
@@ -421,10 +442,13 @@ def _run(compiled: Plan, ws: Path, backend: str, detach: bool) -> RunSummary | N
 
 def _executor(compiled: Plan, ws: Path, backend: str, detach: bool) -> Executor:
     if backend == "slurm":
+        from results.ingest import ingest as ingest_workspace
         from runtime.executors.slurm import SlurmExecutor
 
+        # queued behind the jobs, so that the store fills in on the cluster when detached
         return SlurmExecutor(ws, compiled.recipe.resources,
-                             lambda line: err.print(line, highlight=False), detach)
+                             lambda line: err.print(line, highlight=False), detach,
+                             finish=ingest_workspace)
     from runtime.executors.local import LocalExecutor
 
     return LocalExecutor(ws, err)
@@ -732,8 +756,7 @@ def status(
         backend_states: dict[str, str] = {}
     else:
         compiled = _compile(recipe, set_, ws)
-        folders = {job.name: ws / job.rel_dir for job in compiled.jobs.values()
-                   if job.kind != "ingest"}
+        folders = {job.name: ws / job.rel_dir for job in compiled.jobs.values()}
         backend_states = _backend_states(compiled, ws)
     if not folders:
         out.print(f"no jobs in {ws}")

@@ -1,4 +1,7 @@
-"""Recipe → Plan: the DAG tokenize → train → stats → prune → ingest, keyed by content.
+"""Recipe → Plan: the DAG tokenize → train → stats → prune, keyed by content.
+
+The pipeline's last stage, ingest, is no job of the plan: it is the results layer's, run by
+`xcompile run` once the jobs have ended (and on SLURM queued behind them), docs/jobs.md.
 
 Identical work is shared: all points with the same data share one tokenize job, points that
 differ only in pruning settings share their training job, and so on. A job whose folder holds a
@@ -14,7 +17,7 @@ stats and prune jobs, all on the same tokenizer.
 
 The ground-truth suite (recipe ``groundtruth``) adds one ``groundtruth`` job per planted shape,
 prune configuration and pruning seed; they read no other job, so points that differ only outside
-``prune`` share them, and with ``groundtruth.only`` the plan has nothing else but the ingest.
+``prune`` share them, and with ``groundtruth.only`` the plan has nothing else.
 """
 
 from __future__ import annotations
@@ -34,7 +37,12 @@ from runtime.job import JOBS_DIR, RESULTS_FILE
 from spec.corpora import corpus_fingerprint
 from spec.groundtruth import THRESHOLD
 from spec.recipe import Recipe, seed_list
+from spec.stages import STAGES, Stage
 from spec.tasks import all_candidates
+
+# Every stage but the last is a kind of job of the plan, run by runtime/jobs/<kind>.py; the last,
+# ingest, is the results layer's, run once the jobs have ended (docs/jobs.md).
+JOB_KINDS: tuple[Stage, ...] = STAGES[:-1]
 
 
 @dataclass
@@ -49,11 +57,6 @@ class Job:
     @property
     def name(self) -> str:
         return f"{self.kind}-{self.key[:12]}"
-
-    @property
-    def runs_after_failures(self) -> bool:
-        """Ingest loads whatever finished, so a failed upstream job must not hold it back."""
-        return self.kind == "ingest"
 
     @property
     def rel_dir(self) -> str:
@@ -87,8 +90,8 @@ class _Builder:
 
     def add(self, kind: str, body: dict[str, RawJSON | Any], deps: list[Job], label: str,
             control: str | None = None) -> Job:
-        # ingest reads every job folder; the others read one job of each upstream kind
-        inputs = RawJSON("{}" if kind == "ingest" else compose_json(
+        # a job reads one job of each upstream kind
+        inputs = RawJSON(compose_json(
             {dep.kind: dep.rel_dir for dep in sorted(deps, key=lambda dep: dep.kind)}))
         config_json = compose_json({"kind": kind, **body, "inputs": inputs})
         key = job_key(kind, config_json, [dep.key for dep in deps], code_version(kind))
@@ -164,7 +167,6 @@ def compile_plan(recipe: Recipe, points: list[SweepPoint], workspace: Path) -> P
             _prune_jobs(builder, model, untrained, untrained_stats, "random_init")
     for point in points:
         _groundtruth_jobs(builder, point)
-    builder.add("ingest", {"recipe": recipe.name}, list(plan.jobs.values()), "all")
     plan.done = _complete_jobs(workspace, plan)
     return plan
 
@@ -252,11 +254,8 @@ def _complete_jobs(workspace: Path, plan: Plan) -> set[str]:
         present = {entry.name for entry in os.scandir(jobs_dir) if entry.is_dir()}
     except FileNotFoundError:
         return set()
-    # ingest is idempotent and cheap, and must see jobs that finish later: it never counts as done
     return {
         key
         for key, job in plan.jobs.items()
-        if job.kind != "ingest"
-        and job.name in present
-        and (jobs_dir / job.name / RESULTS_FILE).is_file()
+        if job.name in present and (jobs_dir / job.name / RESULTS_FILE).is_file()
     }

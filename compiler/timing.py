@@ -15,7 +15,7 @@ interpreter and the imports of torch, over a second per job) and run time (``sta
   optimised together in one batched pass), times the seconds per unit of the past prune jobs of
   the nearest parameter count. The work is an upper bound (``settle_steps`` can end trials
   early), so a job whose trials settle sooner than the past ones' runs faster than estimated.
-- any other stage (tokenize, stats, groundtruth, ingest) and ``random_init`` train controls
+- any other stage (tokenize, stats, groundtruth) and ``random_init`` train controls
   (which train nothing): the median run time of the past jobs of that stage.
 
 Past jobs that ran on this host are used when there are any of the kind; otherwise those of

@@ -98,9 +98,6 @@ def reasons(plan: Plan, workspace: Path) -> dict[str, str]:
     previous: dict[str, str] = read_json(record_path) if record_path.is_file() else {}
     why: dict[str, str] = {}
     for job in plan.pending():
-        if job.kind == "ingest":
-            why[job.key] = "always runs: loads finished jobs into the store"
-            continue
         state = unfinished_state(workspace / job.rel_dir)
         if state.word == FAILED:
             why[job.key] = f"failed last time: {state.error}"

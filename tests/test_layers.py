@@ -22,9 +22,6 @@ ALLOWED = {
     ("compiler.timing", "runtime.job"),
     # its atomic writes
     ("compiler.workspace", "runtime.io"),
-    # the ingest stage is a job like the others, so that SLURM runs it on the cluster after the
-    # last prune job, detached or not; docs/jobs.md ("Why ingest is a runtime job") says more
-    ("runtime.jobs.ingest", "results.ingest"),
 }
 
 

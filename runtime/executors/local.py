@@ -118,12 +118,12 @@ class LocalExecutor:
             overall = progress.add_task("jobs", total=len(jobs), info="")
             current = progress.add_task("", total=None, info="", visible=False)
             for job in jobs:
-                if not job.runs_after_failures and any(dep in blocked for dep in job.deps):
+                if any(dep in blocked for dep in job.deps):
                     blocked.add(job.key)
                     summary.skipped.append(job.key)
                     progress.advance(overall)
                     continue
-                if not job.runs_after_failures and any(dep in busy for dep in job.deps):
+                if any(dep in busy for dep in job.deps):
                     busy.add(job.key)
                     summary.waiting.append(job.key)
                     progress.advance(overall)
@@ -175,7 +175,7 @@ class LocalExecutor:
         since this run's plan was made: so two runs of one workspace share its jobs out."""
         job_dir = self.workspace / job.rel_dir
         with JobLock(job_dir) as lock:
-            if job.kind != "ingest" and is_complete(job_dir):  # ingest must always see it all
+            if is_complete(job_dir):
                 raise FinishedElsewhere(job.name)
             return self._run_locked(job, job_dir, lock, show)
 

@@ -17,6 +17,14 @@ job is pending again, not ended, so its dependents keep waiting through preempti
 The whole submission is atomic: every array is submitted held (``--hold``) and released only once
 all were accepted; if any ``sbatch`` fails (bad partition or account, Ctrl-C) the arrays already
 submitted are cancelled before they ran.
+
+The executor runs no code of the layers above it, but it can queue one: ``finish(workspace)``,
+handed down by the CLI (``results.ingest.ingest``, pickled by reference), runs as one more SLURM
+job of the last stage (``ingest``) behind everything the submission waits for, whatever its
+outcome. So the store fills in on the cluster even when nobody follows the run (``--detach``,
+Ctrl-C). It is queued whenever something new was, and is no job of the plan: `status` does not
+list it and `cancel` leaves it, to load whatever finished; its log is submitit's, under
+``<workspace>/slurm/ingest/``.
 """
 
 from __future__ import annotations
@@ -47,10 +55,11 @@ from runtime.job import (
     record_failure,
 )
 from spec.recipe import MULTI_PROCESS_STAGES, ResourcesSpec, SlurmSpec, SlurmStage
-from spec.stages import STAGES
+from spec.stages import STAGES, Stage
 
 RECORD_FILE = "slurm.json"
 SUBMITIT_DIR = "slurm"
+FINAL_STAGE: Stage = STAGES[-1]  # ingest: no job of the plan, the ``finish`` callable's stage
 CHECKPOINTABLE = frozenset({"train"})  # resume from their own checkpoints when requeued
 DEFAULT_TIME_MIN = 24 * 60  # submitit's own default (5 min) would kill any real training job
 POLL_S = 2.0
@@ -124,6 +133,7 @@ class Submission:
     submitted: list[str] = field(default_factory=list)  # keys queued by this call
     in_flight: list[str] = field(default_factory=list)  # keys still queued from an earlier call
     arrays: dict[str, str] = field(default_factory=dict)  # kind → SLURM array id
+    finish: submitit.Job[Any] | None = None  # the queued ``finish(workspace)``, if any
 
 
 def stage_parameters(slurm: SlurmSpec | None, kind: str) -> dict[str, Any]:
@@ -160,10 +170,13 @@ def job_name(workspace: Path, kind: str) -> str:
 
 class SlurmExecutor:
     def __init__(self, workspace: Path, resources: ResourcesSpec,
-                 say: Callable[[str], None] = print, detach: bool = False) -> None:
+                 say: Callable[[str], None] = print, detach: bool = False,
+                 finish: Callable[[Path], object] | None = None) -> None:
+        """``finish(workspace)`` is queued behind every submission that queues anything (see
+        the module docstring); it must be importable on the nodes, like a module's function."""
         self.workspace = workspace.resolve()
         self.slurm = resources.slurm
-        self.say, self.detach = say, detach
+        self.say, self.detach, self.finish = say, detach, finish
 
     def run(self, plan: PlanSpec) -> RunSummary | None:
         """The ``Executor`` protocol: ``submit`` the plan, then ``follow`` it unless detached.
@@ -203,10 +216,7 @@ class SlurmExecutor:
         kind = ""
         try:
             for kind in STAGES:
-                # a new ingest whenever anything new was queued: one still queued from an
-                # earlier submission does not wait for the new arrays
-                jobs = [job for job in pending if job.kind == kind
-                        and (job.key not in upstream or (kind == "ingest" and new))]
+                jobs = [job for job in pending if job.kind == kind and job.key not in upstream]
                 if not jobs:
                     continue
                 handles = self._submit_stage(kind, jobs, _dependencies(jobs, upstream),
@@ -214,6 +224,14 @@ class SlurmExecutor:
                 new += handles
                 submission.arrays[kind] = handles[0].job_id.split("_")[0]
                 upstream.update({h.key: submission.arrays[kind] for h in handles})
+            if new and self.finish is not None:
+                # a new one whenever anything new was queued: one still queued from an earlier
+                # submission does not wait for the new arrays
+                kind = FINAL_STAGE
+                after = "afterany:" + ":".join(sorted(set(upstream.values())))
+                submission.finish = self._executor(kind, after).submit(self.finish,
+                                                                       self.workspace)
+                submission.arrays[kind] = str(submission.finish.job_id)
             for handle in new:
                 _write_record(handle)
             if submission.arrays:
@@ -226,20 +244,26 @@ class SlurmExecutor:
                                  "(nothing was queued)") from error
             raise
         for handle in new:
-            if handle.key in submission.handles:  # an ingest replaced by a new one
-                submission.in_flight.remove(handle.key)
             submission.handles[handle.key] = handle
             submission.submitted.append(handle.key)
         return submission
 
     def _needs(self, plan: PlanSpec, job: JobSpec) -> list[str]:
-        # ingest reads whatever has finished; every other job needs all of its inputs
-        if job.kind == "ingest":
-            return []
         return [str(self.workspace / plan.jobs[dep].rel_dir) for dep in job.deps]
 
     def _submit_stage(self, kind: str, jobs: Sequence[JobSpec], dependency: str | None,
                       needs: Sequence[list[str]]) -> list[Handle]:
+        executor = self._executor(kind, dependency)
+        entry = RunCheckpointableJob() if kind in CHECKPOINTABLE else RunJob()
+        with executor.batch():
+            futures = [executor.submit(entry, str(self.workspace / job.rel_dir), job_needs)
+                       for job, job_needs in zip(jobs, needs, strict=True)]
+        now = time.time()
+        return [Handle(job.key, job.kind, job.name, self.workspace / job.rel_dir, future, now)
+                for job, future in zip(jobs, futures, strict=True)]
+
+    def _executor(self, kind: str, dependency: str | None) -> submitit.AutoExecutor:
+        """A submitit executor for ``kind``'s jobs: its resources, held, after ``dependency``."""
         executor = submitit.AutoExecutor(folder=self.workspace / SUBMITIT_DIR / kind,
                                          cluster="slurm")
         params = stage_parameters(self.slurm, kind)
@@ -255,13 +279,7 @@ class SlurmExecutor:
             params["slurm_dependency"] = dependency
         executor.update_parameters(name=job_name(self.workspace, kind), slurm_setup=setup,
                                    slurm_additional_parameters=additional, **params)
-        entry = RunCheckpointableJob() if kind in CHECKPOINTABLE else RunJob()
-        with executor.batch():
-            futures = [executor.submit(entry, str(self.workspace / job.rel_dir), job_needs)
-                       for job, job_needs in zip(jobs, needs, strict=True)]
-        now = time.time()
-        return [Handle(job.key, job.kind, job.name, self.workspace / job.rel_dir, future, now)
-                for job, future in zip(jobs, futures, strict=True)]
+        return executor
 
     def follow(self, submission: Submission, on_update: Callable[[Handle, str], None] | None = None,
                poll_s: float = POLL_S, timeout_s: float | None = None) -> RunSummary:

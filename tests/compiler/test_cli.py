@@ -32,7 +32,7 @@ def test_shipped_recipes_validate_and_plan(
     kinds = {job["kind"] for job in plan["jobs"]}
     suite = load_recipe(recipe)[0].groundtruth
     models = set() if suite is not None and suite.only else {"tokenize", "train", "stats", "prune"}
-    assert kinds == models | {"ingest"} | (set() if suite is None else {"groundtruth"})
+    assert kinds == models | (set() if suite is None else {"groundtruth"})
     assert all(not job["cached"] for job in plan["jobs"])
 
 

@@ -30,7 +30,7 @@ def test_one_job_per_shape_setting_and_seed(tmp_path: Path) -> None:
     plan = compile_text(tmp_path, SUITE)
     jobs = plan.stage("groundtruth")
     assert len(jobs) == len(SHAPES) * 3 * 2
-    assert [job.kind for job in plan.jobs.values()] == ["groundtruth"] * 18 + ["ingest"]
+    assert [job.kind for job in plan.jobs.values()] == ["groundtruth"] * 18
     assert {(j.config["shape"], j.config["prune"]["k_coef"], j.config["seed"]) for j in jobs} == {
         (shape, k, seed) for shape in SHAPES for k in (1e-4, 1e-3, 1e-2) for seed in (0, 1)}
     # no inputs: the planted model is built by the job itself

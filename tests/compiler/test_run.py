@@ -54,9 +54,10 @@ def test_run_trains_prunes_ingests_then_is_all_cached(tmp_path: Path, xcompile: 
     assert runs[0][2] < runs[1][2] <= runs[1][1]  # the sparse model has fewer nonzeros
     assert len(circuits) == 2 and all(task == "while_return_true" for task, _ in circuits)
     again = xcompile("run", str(recipe), "-w", str(ws))
-    assert again.returncode == 0 and "7 cached, 1 to run" in again.stderr  # only ingest runs
+    assert again.returncode == 0 and "7 jobs, 7 cached, 0 to run" in again.stderr
+    assert "ingested 0 job(s), 7 unchanged" in again.stderr  # the ingest runs and reads nothing
     plan = json.loads(xcompile("plan", str(recipe), "-w", str(ws), "--json").stdout)
-    assert all(job["cached"] for job in plan["jobs"] if job["kind"] != "ingest")
+    assert all(job["cached"] for job in plan["jobs"])
     _check_circuits_not_found(recipe, ws, xcompile)
 
 
@@ -108,8 +109,8 @@ def test_failed_job_exits_1_skips_dependents_and_explains(
     result = xcompile("run", str(recipe), "-w", str(ws))
     assert result.returncode == 1
     assert "FAILED tokenize-" in result.stderr and "re-run by hand:" in result.stderr
-    assert "1 job(s) failed, 6 skipped" in result.stderr  # all but ingest, which still runs
-    assert (ws / "store.duckdb").is_file()
+    assert "1 job(s) failed, 6 skipped" in result.stderr
+    assert (ws / "store.duckdb").is_file()  # the ingest runs after failures too
     assert "Traceback" not in result.stderr.split("re-run by hand:")[-1]
     plan = json.loads(xcompile("plan", str(recipe), "-w", str(ws), "--json").stdout)
     tokenize = next(job for job in plan["jobs"] if job["kind"] == "tokenize")
@@ -193,7 +194,7 @@ def test_run_on_slurm_lands_the_same_store_as_local(
     on_slurm, local = tmp_path / "slurm", tmp_path / "local"
     submitted = xcompile("run", str(recipe), "-w", str(on_slurm))
     assert submitted.returncode == 0, submitted.stderr
-    assert "queued 8 job(s) (tokenize" in submitted.stderr
+    assert "queued 7 job(s) (tokenize" in submitted.stderr and ", ingest " in submitted.stderr
     assert xcompile("run", str(recipe), "-w", str(local), "--backend", "local").returncode == 0
     status = xcompile("status", str(recipe), "-w", str(on_slurm)).stdout
     assert "done" in status and "new" not in status and "failed" not in status
@@ -208,5 +209,6 @@ def test_run_on_slurm_lands_the_same_store_as_local(
 
     assert runs(on_slurm) == runs(local)  # same job keys, identical losses on CPU
     again = xcompile("run", str(recipe), "-w", str(on_slurm))
-    assert "7 cached, 1 to run" in again.stderr  # only the ingest job is queued again
+    assert "7 cached, 0 to run" in again.stderr and "queued 0 job(s)" in again.stderr
+    assert "ingested 0 job(s)" in again.stderr  # nothing queued: the driver's ingest only
 

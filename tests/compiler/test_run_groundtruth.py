@@ -32,7 +32,7 @@ def test_a_suite_runs_lands_in_the_store_and_prints_its_table(
     ws = tmp_path / "ws"
     result = xcompile("run", str(recipe), "-w", str(ws))
     assert result.returncode == 0, result.stderr
-    assert "gt-tiny: 2 jobs" in result.stderr  # the groundtruth job and the ingest, nothing else
+    assert "gt-tiny: 1 jobs" in result.stderr  # the groundtruth job, nothing else
 
     [job_dir] = (ws / "jobs").glob("groundtruth-*")
     results = json.loads((job_dir / "results.json").read_text())

@@ -127,7 +127,8 @@ def test_a_fresh_workspace_has_nothing_to_time_from(ran: tuple[Path, Path],
     recipe, _ = ran
     plan = plan_json(recipe, tmp_path / "fresh")
     assert plan["est_wall_s"] is None
-    for kind in ("tokenize", "train", "stats", "prune", "ingest"):
+    assert set(plan["stages"]) == {"tokenize", "train", "stats", "prune", "groundtruth"}
+    for kind in ("tokenize", "train", "stats", "prune"):
         stage = plan["stages"][kind]
         assert stage["est_wall_s"] is None
         assert stage["untimed"] == f"no past {kind} job in this workspace to time from"

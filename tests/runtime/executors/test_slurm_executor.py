@@ -30,6 +30,7 @@ from safetensors.torch import load_file
 from compiler.plan import Plan, compile_plan
 from compiler.sweep import expand
 from compiler.workspace import materialize
+from results.ingest import ingest
 from results.query import fetch
 from runtime.executors.base import JobSpec
 from runtime.executors.local import LocalExecutor
@@ -83,7 +84,8 @@ def compile_tiny(tmp_path: Path, workspace: Path, partition: str, *, sweep: bool
 
 
 def executor_for(plan: Plan, workspace: Path) -> SlurmExecutor:
-    return SlurmExecutor(workspace, plan.recipe.resources)
+    """As the CLI makes it: the ingest queued behind every submission that queues anything."""
+    return SlurmExecutor(workspace, plan.recipe.resources, finish=ingest)
 
 
 def sacct(job_id: str, fields: str, *flags: str) -> list[list[str]]:
@@ -177,8 +179,11 @@ def test_sweep_is_one_array_per_stage_and_prune_starts_after_train(
     submission = executor_for(plan, workspace).submit(plan)
     submit_s = time.monotonic() - started
     assert sorted(submission.arrays) == ["ingest", "prune", "stats", "tokenize", "train"]
-    assert len(submission.submitted) == len(plan.jobs) == 8
-    for kind, array in submission.arrays.items():
+    assert len(submission.submitted) == len(plan.jobs) == 7  # the ingest is no job of the plan
+    assert submission.finish is not None
+    assert submission.arrays["ingest"] == str(submission.finish.job_id)
+    for kind in {job.kind for job in plan.jobs.values()}:
+        array = submission.arrays[kind]
         ids = {h.job_id.split("_")[0] for h in submission.handles.values() if h.kind == kind}
         assert ids == {array}, f"{kind} is not one array"
         for job in plan.stage(kind):
@@ -192,6 +197,10 @@ def test_sweep_is_one_array_per_stage_and_prune_starts_after_train(
     train_end = max(row[1] for row in sacct(submission.arrays["train"], "Start,End"))
     prune_start = min(row[0] for row in sacct(submission.arrays["prune"], "Start,End"))
     assert prune_start >= train_end
+    # and the ingest after every job: nobody else ingested, so it loaded all of them
+    assert len(submission.finish.result().loaded) == len(plan.jobs)
+    prune_end = max(row[1] for row in sacct(submission.arrays["prune"], "Start,End"))
+    assert sacct(submission.arrays["ingest"], "Start")[0][0] >= prune_end
     for job in plan.jobs.values():
         assert (workspace / job.rel_dir / LOG_FILE).is_file(), job.name
     assert set(status(workspace, plan).values()) == {COMPLETED}
@@ -356,27 +365,29 @@ def test_scancel_fails_that_job_the_rest_continues_and_rerun_submits_only_the_mi
     assert list(summary.failed) == [victim.key]
     assert "CANCELLED" in summary.failed[victim.key]
     assert "CANCELLED" in read_json(victim.job_dir / FAILED_FILE)["error"]
-    downstream = {job.key for job in plan.jobs.values()
-                  if victim.key in job.deps and job.kind != "ingest"}
-    downstream |= {job.key for job in plan.jobs.values() if set(job.deps) & downstream
-                   and job.kind != "ingest"}
+    downstream = {job.key for job in plan.jobs.values() if victim.key in job.deps}
+    downstream |= {job.key for job in plan.jobs.values() if set(job.deps) & downstream}
     assert set(summary.skipped) == downstream and len(downstream) == 2  # its stats and prune
-    other = key_of(plan, "prune", BYSTANDER)
-    assert other in summary.done and key_of(plan, "ingest", "all") in summary.done
+    assert key_of(plan, "prune", BYSTANDER) in summary.done
     states = status(workspace, plan)
     assert states[victim.key].startswith("CANCELLED")
     assert {states[key] for key in downstream} == {SKIPPED}
 
     rerun = compile_tiny(tmp_path, workspace, partition, overrides=(LONG_VICTIM,))
     again = executor_for(rerun, workspace).submit(rerun)
-    assert set(again.submitted) == {victim.key, *downstream, key_of(rerun, "ingest", "all")}
-    assert not again.in_flight
-    # and a third submission while those are queued submits nothing at all
+    assert set(again.submitted) == {victim.key, *downstream}
+    assert not again.in_flight and again.finish is not None
+    # and a third submission while those are queued submits nothing at all, not even an ingest
+    # (the second one's waits for them)
     third = executor_for(rerun, workspace).submit(compile_tiny(
         tmp_path, workspace, partition, overrides=(LONG_VICTIM,)))
     assert third.submitted == [] and set(third.in_flight) == set(again.submitted)
+    assert third.finish is None and not third.arrays
     assert sorted(cancel(workspace, rerun)) == sorted(again.submitted)
-    wait_for(lambda: not ours_in_squeue(workspace), "cancelled jobs leave squeue", 60)
+    # cancel leaves the ingest, which then loads whatever finished, and ends
+    wait_for(lambda: not ours_in_squeue(workspace), "cancelled jobs and the ingest leave squeue",
+             90)
+    assert sacct(str(again.finish.job_id), "State") == [["COMPLETED"]]
 
 
 @pytest.mark.slurm
@@ -394,7 +405,7 @@ def test_a_failing_job_records_its_own_reason_and_its_dependents_are_skipped(
     assert summary.failed[train.key].startswith("ValidationError"), summary.failed
     assert read_json(workspace / train.rel_dir / FAILED_FILE)["error"] == summary.failed[train.key]
     assert {plan.jobs[key].kind for key in summary.skipped} == {"stats", "prune"}
-    assert {plan.jobs[key].kind for key in summary.done} == {"tokenize", "ingest"}
+    assert {plan.jobs[key].kind for key in summary.done} == {"tokenize"}
     assert submission.handles[train.key].state == "FAILED"
     assert submission.handles[plan.stage("tokenize")[0].key].result()["vocab_size"] == 300
 
@@ -426,7 +437,10 @@ def test_same_store_contents_as_the_local_backend(
     local_ws = tmp_path / "local"
     local_plan = compile_tiny(tmp_path, local_ws, partition, sweep=False)
     assert LocalExecutor(local_ws, Console(file=io.StringIO())).run(local_plan).ok
+    ingest(local_ws)  # as `xcompile run` does after a local run
     assert executor.follow(submission, timeout_s=FOLLOW_S).ok
+    # the SLURM workspace's store is the cluster's ingest job's, as after `run --detach`
+    assert submission.finish is not None and submission.finish.result().loaded
     for table in ("runs", "train_metrics", "circuits", "circuit_nodes"):
         expected = stored(local_ws, table)
         assert stored(workspace, table) == expected, table
