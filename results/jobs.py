@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from compiler.plan import JOB_KINDS
 from results.store import StoreError
 from runtime.io import read_json
 from runtime.job import (
@@ -144,10 +145,13 @@ def circuit_nodes(raw: bytes) -> list[dict[str, Any]]:
 
 
 def job_dirs(workspace: Path) -> list[Path]:
+    """The workspace's job folders, ``<kind>-<key12>`` of a kind plans make (not the
+    ``ingest-*`` folder of a workspace from before ingest was the results layer's)."""
     root = Path(workspace) / JOBS_DIR
     if not root.is_dir():
         return []
-    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    return sorted(p for p in root.iterdir()
+                  if p.is_dir() and p.name.split("-", 1)[0] in JOB_KINDS)
 
 
 def find_job(workspace: Path, prefix: str) -> Path:

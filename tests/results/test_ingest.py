@@ -11,6 +11,7 @@ import pytest
 
 from results import StoreError, synthetic
 from results.ingest import exclusive_lock, ingest
+from results.jobs import job_dirs
 from results.store import LOCK_FILE, TABLES, store_path
 from runtime.job import CONFIG_FILE, RESULTS_FILE
 
@@ -209,3 +210,16 @@ def test_a_store_of_another_schema_version_is_rebuilt(workspace: Path) -> None:
         con.execute("DELETE FROM runs")  # stands in for a table of the old layout
     ingest(workspace)
     assert snapshot(workspace) == before
+
+
+def test_an_old_workspaces_ingest_folder_is_no_job(tmp_path: Path) -> None:
+    """Before ingest was the results layer's, it was a job with a folder; such a folder (and any
+    folder whose name is no job kind's) is neither loaded nor listed."""
+    train = synthetic.train_job(tmp_path, sparsity_target=0.1, heldout_loss=2.0)
+    legacy = train.parent / "ingest-0123456789ab"
+    legacy.mkdir()
+    (legacy / CONFIG_FILE).write_text(json.dumps({"kind": "ingest", "key": "0123456789ab"}))
+    (legacy / RESULTS_FILE).write_text(json.dumps({"summary": "ingested 1 job(s)"}))
+    assert job_dirs(tmp_path) == [train]
+    assert ingest(tmp_path).scanned == 1
+    assert count(tmp_path, "SELECT count(*) FROM jobs WHERE kind = 'ingest'") == 0
