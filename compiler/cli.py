@@ -369,7 +369,8 @@ def run(
             highlight=False,
         )
     _report_not_found(compiled, ws)
-    _print_groundtruth(compiled, ws)
+    if ingest_error is None:  # the table is the store's
+        _print_groundtruth(compiled, ws)
     if not summary.ok:
         raise JobsFailed(
             f"{len(summary.failed)} job(s) failed, {len(summary.skipped)} skipped "
@@ -390,7 +391,7 @@ def _ingest_after_run(ws: Path) -> str | None:
     try:
         err.print(str(ingest_workspace(ws)), highlight=False)
     except StoreError as error:
-        err.print(f"[bold red]FAILED[/] ingest: {error}", highlight=False)
+        err.print(f"[bold red]FAILED[/] ingest: {error}", highlight=False, soft_wrap=True)
         return str(error)
     return None
 
@@ -416,13 +417,13 @@ def _report_not_found(compiled: Plan, ws: Path) -> None:
 
 
 def _print_groundtruth(compiled: Plan, ws: Path) -> None:
-    """The ground-truth suite's table, for the plan's groundtruth jobs that finished."""
+    """The ground-truth suite's table, for the plan's groundtruth jobs that finished (read from
+    the store, which the run's ingest has just loaded)."""
     from results.groundtruth import suite_table
-    from results.store import store_path
 
     # a job's label is "<sweep point>/<shape>[/prune_seed=…]"
     settings = {job.key: job.labels[0].split("/")[0] for job in compiled.stage("groundtruth")}
-    if settings and store_path(ws).is_file():  # no store: the ingest failed, and says so
+    if settings:
         with _store_errors():
             out.print(suite_table(ws, settings))
 

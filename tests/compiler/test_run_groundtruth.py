@@ -68,3 +68,12 @@ def test_a_suite_runs_lands_in_the_store_and_prints_its_table(
     again = xcompile("run", str(recipe), "-w", str(ws))
     assert again.returncode == 0, again.stderr
     assert "1 cached" in again.stderr and table_row in again.stdout
+
+    # an ingest that fails fails the run (exit 1), naming the store; the jobs stay cached
+    (ws / "store.duckdb").write_bytes(b"not a duckdb file " * 100)
+    broken = xcompile("run", str(recipe), "-w", str(ws))
+    assert broken.returncode == 1, broken.stderr
+    assert "ingest failed: " in broken.stderr and "store.duckdb" in broken.stderr
+    assert "`xcompile ingest` loads them" in broken.stderr and "Traceback" not in broken.stderr
+    (ws / "store.duckdb").unlink()
+    assert xcompile("ingest", "-w", str(ws)).returncode == 0
