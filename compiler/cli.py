@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import json
 import signal
 import sys
@@ -51,10 +52,15 @@ class _Group(_PlainFlagHelp, TyperGroup):
 
 class _Command(_PlainFlagHelp, TyperCommand):
     """Arguments without typer's Python types beside them (`RECIPE <list[Path]>`): the
-    metavars say what they take."""
+    metavars say what they take. The docstring's paragraphs are re-flowed to the terminal:
+    typer's rich mode keeps every line break of the source, which splits each line in two in
+    an 80-column terminal."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        if self.help:
+            paragraphs = inspect.cleandoc(self.help).split("\n\n")
+            self.help = "\n\n".join(" ".join(paragraph.split()) for paragraph in paragraphs)
         for param in self.params:
             if isinstance(param, TyperArgument):
                 param.display_type_rich = lambda ctx: None  # type: ignore[method-assign]
@@ -495,7 +501,9 @@ def query(
     output: OutputOpt = None,
 ) -> None:
     """Query the results store with SQL. Tables: runs, train_metrics, circuits, circuit_nodes,
-    jobs; view: frontier. The store is opened read-only: statements that would change it fail.
+    circuit_edges, prune_trials, groundtruth, jobs; views: frontier, matched, task_edges,
+    circuit_spread, families (docs/store.md has every column). The store is opened read-only:
+    statements that would change it fail.
 
     Example: xcompile query "select task, n_edges, achieved_loss from circuits" --format csv
     """

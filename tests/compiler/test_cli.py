@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from compiler.cli import app
 from results import synthetic
+from results.store import TABLES, VIEW_NAMES
 from spec.loader import load_recipe
 
 Xcompile = Callable[..., subprocess.CompletedProcess[str]]  # the `xcompile` fixture
@@ -86,6 +87,19 @@ def test_help_shows_defaults_and_plain_metavars(verb: str) -> None:
         assert "DIR" in text and "[default: ./xcompile-runs]" in text
     if "--set" in text:
         assert "PATH=VALUE" in text
+
+
+def test_help_paragraphs_flow_to_the_terminal_width() -> None:
+    # run's docstring breaks its second paragraph after "failed ones"; 200 columns hold the line
+    text = CliRunner().invoke(app, ["run", "--help"], env={"COLUMNS": "200"}).stdout
+    assert "have ended, failed ones or not; on SLURM" in text
+
+
+def test_query_help_names_every_table_and_view_a_researcher_reads() -> None:
+    text = CliRunner().invoke(app, ["query", "--help"], env={"COLUMNS": "200"}).stdout
+    bookkeeping = {"ingested", "bootstrap_draws", "store_meta"}
+    assert [name for name in (*TABLES, *VIEW_NAMES)
+            if name not in bookkeeping and name not in text] == []
 
 
 def test_schema_is_json_schema(xcompile: Xcompile) -> None:
