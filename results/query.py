@@ -75,7 +75,7 @@ def run_query(
         return render_table(rows)
     if fmt == "csv":
         buffer = io.BytesIO()
-        pa_csv.write_csv(rows, buffer)
+        pa_csv.write_csv(_flat(rows), buffer)
         return buffer.getvalue().decode()
     if fmt == "json":
         return json.dumps(_records(rows), indent=2, default=str) + "\n"
@@ -85,6 +85,17 @@ def run_query(
         return buffer.getvalue()
     Path(out).write_bytes(buffer.getvalue())
     return f"wrote {rows.num_rows} rows to {out}\n"
+
+
+def _flat(rows: pa.Table) -> pa.Table:
+    """CSV has no nested values: a list, struct or map column (``list(...)``, a JSON array of
+    ``tasks``) becomes its JSON text, one cell per row."""
+    for i, column in enumerate(rows.columns):
+        if pa.types.is_nested(column.type):
+            text = pa.array([None if v is None else json.dumps(v, default=str)
+                             for v in column.to_pylist()], pa.string())
+            rows = rows.set_column(i, rows.schema.field(i).name, text)
+    return rows
 
 
 def _records(rows: pa.Table) -> list[dict[str, Any]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 from pathlib import Path
@@ -64,6 +65,18 @@ def test_formats(workspace: Path, tmp_path: Path) -> None:
     assert pq.read_table(out).num_rows == 4
     with pytest.raises(QueryError, match="unknown format"):
         run_query(workspace, sql, "xml")
+
+
+def test_csv_writes_nested_values_as_json_text(workspace: Path) -> None:
+    # the frontier's task list and an aggregate list(...): CSV has no nested cells
+    sql = ("SELECT tasks, list(n_nodes ORDER BY n_nodes) AS nodes, {'a': 1} AS s, NULL::INT[] AS e"
+           " FROM frontier f JOIN circuits c USING (run_key) GROUP BY tasks LIMIT 1")
+    header, row = run_query(workspace, sql, "csv").splitlines()
+    assert header == '"tasks","nodes","s","e"'
+    tasks, nodes, struct, empty = next(csv.reader([row]))
+    assert json.loads(tasks) == sorted(json.loads(tasks)) and len(json.loads(tasks)) == 2
+    assert all(isinstance(n, int) for n in json.loads(nodes))
+    assert json.loads(struct) == {"a": 1} and empty == ""
 
 
 def test_public_open_is_read_only(workspace: Path) -> None:
