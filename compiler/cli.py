@@ -22,10 +22,11 @@ from rich.table import Table
 from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 from compiler import estimate
-from compiler.plan import JOB_KINDS, Plan, compile_plan
+from compiler.plan import Plan, compile_plan
 from compiler.sweep import SweepPoint, load_points
 from compiler.timing import PlanTiming, time_plan
 from compiler.workspace import materialize, reasons
+from runtime.executors.base import JOB_KINDS
 from runtime.job import JOBS_DIR
 from spec.errors import Problem, RecipeError
 from spec.recipe import PruneSpec, Recipe

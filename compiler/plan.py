@@ -37,12 +37,7 @@ from runtime.job import JOBS_DIR, RESULTS_FILE
 from spec.corpora import corpus_fingerprint
 from spec.groundtruth import THRESHOLD
 from spec.recipe import Recipe, seed_list
-from spec.stages import STAGES, Stage
 from spec.tasks import all_candidates
-
-# Every stage but the last is a kind of job of the plan, run by runtime/jobs/<kind>.py; the last,
-# ingest, is the results layer's, run once the jobs have ended (docs/jobs.md).
-JOB_KINDS: tuple[Stage, ...] = STAGES[:-1]
 
 
 @dataclass

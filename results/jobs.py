@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from compiler.plan import JOB_KINDS
 from results.store import StoreError
+from runtime.executors.base import JOB_KINDS
 from runtime.io import read_json
 from runtime.job import (
     CIRCUIT_FILE,

@@ -11,6 +11,14 @@ from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from spec.stages import STAGES, Stage
+
+# Every stage but the last is a kind of job of a plan, run by runtime/jobs/<kind>.py. The last,
+# ingest, is the results layer's: the CLI runs it once the jobs have ended, and the SLURM executor
+# queues it behind them as its ``finish`` callable (docs/jobs.md).
+JOB_KINDS: tuple[Stage, ...] = STAGES[:-1]
+FINAL_STAGE: Stage = STAGES[-1]
+
 
 class JobSpec(Protocol):
     """What an executor needs of a planned job (compiler.plan.Job satisfies it)."""

@@ -44,7 +44,14 @@ from typing import Any
 import submitit
 from submitit.slurm.slurm import SlurmJob
 
-from runtime.executors.base import BackendError, JobSpec, PlanSpec, RunSummary
+from runtime.executors.base import (
+    FINAL_STAGE,
+    JOB_KINDS,
+    BackendError,
+    JobSpec,
+    PlanSpec,
+    RunSummary,
+)
 from runtime.executors.slurm_entry import RunCheckpointableJob, RunJob
 from runtime.io import read_json
 from runtime.job import (
@@ -55,11 +62,9 @@ from runtime.job import (
     record_failure,
 )
 from spec.recipe import MULTI_PROCESS_STAGES, ResourcesSpec, SlurmSpec, SlurmStage
-from spec.stages import STAGES, Stage
 
 RECORD_FILE = "slurm.json"
 SUBMITIT_DIR = "slurm"
-FINAL_STAGE: Stage = STAGES[-1]  # ingest: no job of the plan, the ``finish`` callable's stage
 CHECKPOINTABLE = frozenset({"train"})  # resume from their own checkpoints when requeued
 DEFAULT_TIME_MIN = 24 * 60  # submitit's own default (5 min) would kill any real training job
 POLL_S = 2.0
@@ -215,7 +220,7 @@ class SlurmExecutor:
         new: list[Handle] = []
         kind = ""
         try:
-            for kind in STAGES:
+            for kind in JOB_KINDS:
                 jobs = [job for job in pending if job.kind == kind and job.key not in upstream]
                 if not jobs:
                     continue

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from compiler.plan import JOB_KINDS
+from runtime.executors.base import JOB_KINDS
 from runtime.job import CONFIG_FILE, RESULTS_FILE, run_job
 from spec.stages import STAGES
 
