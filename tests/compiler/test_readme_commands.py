@@ -69,6 +69,9 @@ INVOCATIONS: dict[str, list[list[str]]] = {
         ["frontier", "-o", "frontier.png", "--task", "while_return_true"]],
     "xcompile frontier -o frontier.png --task while_return_true": [
         ["frontier", "-o", "frontier.png", "--task", "while_return_true"]],
+    # the tiny workspace prunes no quote circuit: the same flag on a task it has
+    "xcompile frontier --task single_double_quote": [
+        ["frontier", "--task", "while_return_true"]],
     "xcompile report -o report.html": [["report", "-o", "report.html"]],
     "xcompile show train-": [["show", "train-"]],
     "xcompile show KEY": [["show", "KEY"]],
