@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -17,11 +18,11 @@ PATCHES = sorted((ROOT / "docs" / "experiments").glob("*.patch"))
 @pytest.mark.skipif(shutil.which("git") is None or not (ROOT / ".git").exists(),
                     reason="needs a git checkout")
 @pytest.mark.parametrize("patch", PATCHES, ids=lambda p: p.name)
-def test_patch_applies_to_this_checkout(patch):
+def test_patch_applies_to_this_checkout(patch: Path) -> None:
     check = subprocess.run(["git", "apply", "--check", str(patch)], cwd=ROOT,
                            capture_output=True, text=True)
     assert check.returncode == 0, check.stderr
 
 
-def test_there_are_patches_to_check():
+def test_there_are_patches_to_check() -> None:
     assert PATCHES
