@@ -556,6 +556,7 @@ def frontier(
         describe_matched,
         left_out,
         left_out_of_task,
+        matched_families,
         matched_runs,
     )
     from results.plots import plot_frontier
@@ -572,7 +573,8 @@ def frontier(
             path = plot_frontier(ws, output, chosen, task)
         except StoreError as error:
             raise StoreError(f"{error}\n{left}".rstrip()) from None
-        matched = describe_matched(matched_runs(ws, chosen, task), task)
+        matched = describe_matched(matched_runs(ws, chosen, task), task,
+                                   matched_families(ws, chosen, task))
     sys.stderr.write(f"wrote {path}\n" + (left + "\n" if left else "")
                      + (matched + "\n" if matched else ""))
 

@@ -8,7 +8,7 @@ with the reason, so a missing circuit is never a silent gap in the figure.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -182,7 +182,8 @@ def circuits_not_found(job_dirs: Iterable[Path]) -> list[NotFound]:
 
 # One row per sparse run of a protocol: its matched geometric-mean ratio and coverage.
 MATCHED_RUNS_SQL = """
-SELECT run_key, any_value(d_model) AS d_model, any_value(sparsity_target) AS sparsity_target,
+SELECT run_key, any_value(family) AS family, any_value(seed) AS seed,
+       any_value(d_model) AS d_model, any_value(sparsity_target) AS sparsity_target,
        any_value(n_params) AS n_params, any_value(n_nonzero) AS n_nonzero,
        any_value(heldout_loss) AS heldout_loss, any_value(geomean_ratio) AS geomean_ratio,
        any_value(n_matched) AS n_matched, any_value(n_tasks) AS n_tasks
@@ -199,23 +200,54 @@ ORDER BY task, heldout_loss, run_key
 """
 # The same for one task: its ratio alone.
 MATCHED_TASK_SQL = """
-SELECT run_key, d_model, sparsity_target, n_params, n_nonzero, heldout_loss,
+SELECT run_key, family, seed, d_model, sparsity_target, n_params, n_nonzero, heldout_loss,
        ratio AS geomean_ratio, (ratio IS NOT NULL)::INT AS n_matched, 1 AS n_tasks
 FROM matched WHERE protocol = ? AND task = ?
 ORDER BY heldout_loss
 """
 
 
+# The seed spread: per sparse family (a width and kept fraction, over its seeds) the geometric
+# mean of its runs' ratios with their range, and one row (``overall``) over every sparse run.
+MATCHED_FAMILIES_SQL = """
+SELECT family, grouping(family) = 1 AS overall, any_value(d_model) AS d_model,
+       any_value(sparsity_target) AS sparsity_target,
+       count(*) AS n_runs, count(geomean_ratio) AS n_ratios,
+       exp(avg(ln(geomean_ratio))) AS geomean_ratio,
+       min(geomean_ratio) AS min_ratio, max(geomean_ratio) AS max_ratio,
+       list(geomean_ratio ORDER BY d_model, sparsity_target, seed, run_key)
+           FILTER (geomean_ratio IS NOT NULL) AS ratios
+FROM ({runs})
+GROUP BY GROUPING SETS ((family), ())
+ORDER BY overall, d_model, sparsity_target
+"""
+
+
+def _matched_runs_query(protocol: str, task: str | None) -> tuple[str, list[str]]:
+    if task is None:
+        return MATCHED_RUNS_SQL, [protocol]
+    return MATCHED_TASK_SQL, [protocol, task]
+
+
 def matched_runs(workspace: Path, protocol: str, task: str | None = None
                  ) -> list[dict[str, Any]]:
-    if task is None:
-        return fetch(workspace, MATCHED_RUNS_SQL, [protocol]).to_pylist()
-    return fetch(workspace, MATCHED_TASK_SQL, [protocol, task]).to_pylist()
+    """Each sparse run's geometric-mean ratio over the tasks (or its ratio on ``task``)."""
+    sql, params = _matched_runs_query(protocol, task)
+    return fetch(workspace, sql, params).to_pylist()
 
 
-def describe_matched(runs: list[dict[str, Any]], task: str | None = None) -> str:
+def matched_families(workspace: Path, protocol: str, task: str | None = None
+                     ) -> list[dict[str, Any]]:
+    """The same ratios over seeds: one row per sparse family, then one over all sparse runs."""
+    sql, params = _matched_runs_query(protocol, task)
+    return fetch(workspace, MATCHED_FAMILIES_SQL.format(runs=sql), params).to_pylist()
+
+
+def describe_matched(runs: list[dict[str, Any]], task: str | None = None,
+                     families: Sequence[dict[str, Any]] = ()) -> str:
     """Lines for `xcompile frontier`: each sparse run's ratio to the loss-matched dense family
-    (over the tasks, or on ``task``)."""
+    (over the tasks, or on ``task``), then, from ``families`` (`matched_families`), the spread
+    over seeds where a family has several."""
     if not runs:
         return ""
     lines = ["sparse vs loss-matched dense circuits (geometric mean of dense/sparse edges):"
@@ -228,4 +260,14 @@ def describe_matched(runs: list[dict[str, Any]], task: str | None = None) -> str
                  else f"{r['geomean_ratio']:.2f}× smaller {over}")
         lines.append(f"  {r['run_key'][:12]} d_model {r['d_model']}, kept "
                      f"{r['sparsity_target']:g}, loss {r['heldout_loss']:.3f}: {ratio}")
+    if any(f["n_runs"] > 1 for f in families):
+        lines.append("over seeds (geometric mean of the runs' ratios; each seed's; range):")
+        for f in families:
+            name = ("all sparse runs" if f["overall"]
+                    else f"d_model {f['d_model']}, kept {f['sparsity_target']:g}")
+            each = "" if f["overall"] else ", ".join(f"{r:.2f}" for r in f["ratios"]) + "; "
+            spread = ("no ratio" if f["geomean_ratio"] is None else
+                      f"{f['geomean_ratio']:.2f}× over {f['n_ratios']} of {f['n_runs']} runs "
+                      f"({each}{f['min_ratio']:.2f}–{f['max_ratio']:.2f})")
+            lines.append(f"  {name}: {spread}")
     return "\n".join(lines)

@@ -29,7 +29,7 @@ MATCHED_VIEW = """
 CREATE OR REPLACE VIEW matched AS
 WITH te AS (
     SELECT t.run_key, t.protocol, t.task, t.n_edges, t.model_solves, r.recipe, r.heldout_loss,
-           r.sparsity_target, r.n_params, r.n_nonzero, r.d_model, r.family
+           r.sparsity_target, r.n_params, r.n_nonzero, r.d_model, r.family, r.seed
     FROM task_edges t JOIN runs r ON r.key = t.run_key
     WHERE r.heldout_loss IS NOT NULL AND r.control IS NULL
 ), dense AS (  -- one point per dense family: its seeds' mean loss and geometric-mean size
@@ -39,7 +39,7 @@ WITH te AS (
     GROUP BY ALL
 ), bracket AS (
     SELECT s.run_key, s.recipe, s.protocol, s.task, s.heldout_loss, s.sparsity_target,
-           s.n_params, s.n_nonzero, s.d_model, s.model_solves,
+           s.n_params, s.n_nonzero, s.d_model, s.family, s.seed, s.model_solves,
            CASE WHEN s.model_solves THEN s.n_edges END AS sparse_edges,
            count(d.family) AS n_dense, coalesce(sum(d.n_seeds), 0)::BIGINT AS n_dense_runs,
            max(d.heldout_loss) FILTER (d.heldout_loss <= s.heldout_loss) AS below_loss,
@@ -66,7 +66,7 @@ WITH te AS (
     FROM interpolated
 )
 SELECT run_key, recipe, protocol, task, heldout_loss, sparsity_target, n_params, n_nonzero,
-       d_model, model_solves, sparse_edges, dense_edges, ratio,
+       d_model, family, seed, model_solves, sparse_edges, dense_edges, ratio,
        below_loss AS dense_loss_below, above_loss AS dense_loss_above, n_dense, n_dense_runs,
        exp(avg(ln(ratio)) OVER run) AS geomean_ratio,
        count(ratio) OVER run AS n_matched,

@@ -20,6 +20,7 @@ from results.frontier import (
     MATCHED_TASKS_SQL,
     default_protocol,
     left_out,
+    matched_families,
     matched_runs,
     protocol_tasks,
 )
@@ -126,6 +127,7 @@ def report_context(workspace: Path) -> dict[str, Any]:
         "left_out": left,
         "task_frontiers": task_frontiers,
         "matched": matched_runs(workspace, protocol) if protocol else [],
+        "matched_families": matched_families(workspace, protocol) if protocol else [],
         "matched_tasks": (fetch(workspace, MATCHED_TASKS_SQL, [protocol]).to_pylist()
                           if protocol else []),
         "curves_png": _png_uri(figure_png(training_curves_figure(curves))) if curves else None,

@@ -120,3 +120,49 @@ def test_a_dense_width_is_one_point_over_its_seeds(tmp_path: Path) -> None:
     # halfway between the points √(10·40) = 20 and √(100·400) = 200, in log space: √(20·200)
     assert row["dense_edges"] == pytest.approx(math.sqrt(20 * 200))
     assert row["ratio"] == pytest.approx(math.sqrt(20 * 200) / 2)
+
+
+@pytest.fixture
+def seeded_workspace(tmp_path: Path) -> Path:
+    # Dense family: loss 2.0 → 400 edges, 1.0 → 1600. Two sparse families of two seeds each,
+    # both at loss 1.0 (dense size 1600): ratios 16 and 4 (d128), 8 and 2 (d256).
+    ws = tmp_path / "ws"
+    for loss, edges, d_model in ((2.0, 400, 16), (1.0, 1600, 64)):
+        dense = synthetic.train_job(ws, sparsity_target=1.0, heldout_loss=loss, d_model=d_model)
+        synthetic.prune_job(ws, dense, "with_as", edges)
+    for d_model, sizes in ((128, (100, 400)), (256, (200, 800))):
+        for seed, edges in enumerate(sizes):
+            sparse = synthetic.train_job(ws, sparsity_target=0.05, heldout_loss=1.0,
+                                         d_model=d_model, seed=seed)
+            synthetic.prune_job(ws, sparse, "with_as", edges)
+    ingest(ws)
+    return ws
+
+
+def test_frontier_gives_each_sparse_familys_spread_over_seeds(seeded_workspace: Path) -> None:
+    from results.frontier import describe_matched, matched_families, matched_runs
+
+    ws, protocol = seeded_workspace, "mean@0.15:with_as"
+    families = matched_families(ws, protocol)
+    assert [(f["d_model"], f["overall"], f["n_runs"]) for f in families[:2]] == [
+        (128, False, 2), (256, False, 2)]
+    assert [f["ratios"] for f in families[:2]] == [pytest.approx([16, 4]), pytest.approx([8, 2])]
+    assert [f["geomean_ratio"] for f in families[:2]] == [pytest.approx(8), pytest.approx(4)]
+    overall = families[2]
+    assert overall["overall"] and overall["n_ratios"] == 4
+    assert overall["geomean_ratio"] == pytest.approx((16 * 4 * 8 * 2) ** 0.25)
+    assert (overall["min_ratio"], overall["max_ratio"]) == pytest.approx((2, 16))
+    one_task = matched_families(ws, protocol, "with_as")  # one task: the same ratios
+    assert [f["ratios"] for f in one_task] == [pytest.approx(f["ratios"]) for f in families]
+    text = describe_matched(matched_runs(ws, protocol), None, families)
+    assert "d_model 128, kept 0.05: 8.00× over 2 of 2 runs (16.00, 4.00; 4.00–16.00)" in text
+    assert f"all sparse runs: {(16 * 4 * 8 * 2) ** 0.25:.2f}× over 4 of 4 runs (2.00–16.00)" in text
+
+
+def test_the_report_shows_the_spread_over_seeds(seeded_workspace: Path, tmp_path: Path) -> None:
+    from results.report import render_report
+
+    html = render_report(seeded_workspace, tmp_path / "report.html").read_text()
+    table = html.split('<table id="matched-families">')[1].split("</table>")[0]
+    assert "16.0, 4.0" in table and "8.0, 2.0" in table and "all sparse runs" in table
+    assert "2.00–16.00" in table
