@@ -157,6 +157,12 @@ def process_group(layout: Layout) -> Iterator[None]:
         dist.destroy_process_group()
 
 
+def barrier(layout: Layout) -> None:
+    """Wait until every rank of ``layout`` gets here (nothing to wait for in one process)."""
+    if layout.distributed:
+        dist.barrier()
+
+
 def _buckets(tensors: list[Tensor], max_numel: int) -> Iterator[list[Tensor]]:
     bucket: list[Tensor] = []
     numel = 0

@@ -87,9 +87,14 @@ def pick_device(requested: str, local_rank: int = 0) -> torch.device:
 
 
 def describe_device(device: torch.device, world_size: int = 1) -> str:
-    """``cpu`` or ``cuda:<GPU name>``, prefixed ``<n>x`` for n data-parallel ranks (so that
-    throughputs compare across runs in the results store)."""
-    name = f"cuda:{torch.cuda.get_device_name(device)}" if device.type == "cuda" else "cpu"
+    """``cpu:<kernel set>`` (e.g. ``cpu:AVX2``) or ``cuda:<GPU name>``, prefixed ``<n>x`` for n
+    data-parallel ranks, so that throughputs compare across runs in the results store. The CPU's
+    kernel set is named because it changes the float arithmetic: one job, trained on two CPUs,
+    ended at different losses and circuits (README, "The second seed does not hold it up")."""
+    if device.type == "cuda":
+        name = f"cuda:{torch.cuda.get_device_name(device)}"
+    else:
+        name = f"cpu:{torch.backends.cpu.get_cpu_capability()}"
     return f"{world_size}x{name}" if world_size > 1 else name
 
 

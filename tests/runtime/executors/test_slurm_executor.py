@@ -47,6 +47,7 @@ from runtime.executors.slurm import (
 )
 from runtime.io import read_json
 from runtime.job import FAILED_FILE, LOG_FILE
+from runtime.training.train import describe_device
 from spec.loader import load_recipe
 from spec.recipe import ResourcesSpec, SlurmSpec, SlurmStage
 
@@ -56,6 +57,7 @@ LONG_VICTIM = "sweep={zip: [{sparsity.target: [1.0, 0.5], train.tokens: [4M, 8K]
 VICTIM, BYSTANDER = "sparsity.target=1.0,train.tokens=4M", "sparsity.target=0.5,train.tokens=8K"
 VARYING = re.compile(r"time|per_s|_at$")
 FOLLOW_S = float(os.environ.get("XCOMPILE_SLURM_TEST_FOLLOW_S", "240"))
+CPU = describe_device(torch.device("cpu"))  # the SLURM node is this machine
 TINY: dict[str, Any] = {
     "seed": 0,
     "data": {"corpus": "synthetic", "max_bytes": "60K", "vocab_size": 300, "context": 16},
@@ -335,7 +337,7 @@ def test_two_task_gloo_training_matches_one_process(
     print(f"tokenize + 2-task train on SLURM in {time.monotonic() - started:.1f}s")
     assert summary.ok, summary
     results = train.result()
-    assert results["device"] == "2xcpu" and results["steps"] == 40
+    assert results["device"] == f"2x{CPU}" and results["steps"] == 40
     assert read_json(train.job_dir / "config.json")["train"]["device"] == "cpu"
     # rank 0 alone wrote the job's files; rank 1 only its log
     names = sorted(path.name for path in train.job_dir.iterdir())
@@ -345,7 +347,7 @@ def test_two_task_gloo_training_matches_one_process(
     assert "Traceback" not in (train.job_dir / "log.rank1.txt").read_text()
 
     reference = train_by_hand(plan, workspace, train.job_dir, tmp_path / "reference")
-    assert read_json(reference / "results.json")["device"] == "cpu"
+    assert read_json(reference / "results.json")["device"] == CPU
     assert_same_model(train.job_dir, reference, data_parallel=True)
 
 

@@ -25,6 +25,7 @@ from runtime.training.distributed import (
     first_host,
     port_for_job,
 )
+from runtime.training.train import describe_device
 from spec.recipe import ModelSpec, SparsitySpec, TrainSpec
 
 TrainJobFactory = Callable[..., Path]  # the `train_job` fixture (tests/runtime/conftest.py)
@@ -219,4 +220,5 @@ def test_two_gloo_ranks_killed_and_resumed_match_one_process(
         assert pair_results[key] == pytest.approx(single_results[key], rel=1e-4), key
     for key in ("n_params", "n_nonzero", "tokens", "steps"):
         assert pair_results[key] == single_results[key], key
-    assert (pair_results["device"], single_results["device"]) == ("2xcpu", "cpu")
+    cpu = describe_device(torch.device("cpu"))  # e.g. cpu:AVX2
+    assert (pair_results["device"], single_results["device"]) == (f"2x{cpu}", cpu)

@@ -22,7 +22,7 @@ from runtime.job import run_job
 from runtime.model import GPTConfig, SparseGPT, floor_axis, sparse_parameters
 from runtime.training.checkpoint import load_model
 from runtime.training.sparsity import floor_per_neuron, n_kept, nonzero_counts, project_tensors_
-from runtime.training.train import train
+from runtime.training.train import describe_device, train
 from spec.loader import load_recipe
 from spec.recipe import AnnealSpec, ModelSpec, SparsitySpec, TrainSpec
 
@@ -163,7 +163,7 @@ def test_resume_after_sigkill_equals_uninterrupted_run(
     reference_results = json.loads((reference_dir / "results.json").read_text())
     for key in ("heldout_loss", "train_loss", "n_params", "n_nonzero", "tokens", "steps"):
         assert results[key] == reference_results[key], key
-    assert results["steps"] == 100 and results["device"] == "cpu"
+    assert results["steps"] == 100 and results["device"] == describe_device(torch.device("cpu"))
     assert sorted(p.name for p in (killed_dir / "checkpoints").iterdir()) == [
         "step-00000100.safetensors"
     ]
