@@ -58,13 +58,10 @@ def run(
             log_every=LOG_EVERY,
             layout=layout,
         )
+        # Inside the group, so the other ranks leave only once rank 0 has written the model.
         if layout.is_main:
             save_model(result.model, cfg, job_dir / MODEL_FILE)
             remove_old_checkpoints(job_dir / CHECKPOINT_DIR, keep=1)
-        # Leave together, once rank 0 has written the model: a rank that tore its end of the
-        # group down while the other was still writing or leaving could abort the process
-        # (gloo, seen once in CI), and under srun --kill-on-bad-exit that kills rank 0 too.
-        distributed.barrier(layout)
     if not layout.is_main:
         return None
     progress({"step": result.steps, "total_steps": result.steps, "done": True}, force=True)

@@ -153,14 +153,13 @@ def process_group(layout: Layout) -> Iterator[None]:
     )
     try:
         yield
+        # Leave together: a rank that tore its end of the group down while another was still
+        # working in the block or leaving could abort its process (gloo, seen once in CI), and
+        # under srun --kill-on-bad-exit that kills the others too. Not after an error: a peer
+        # may be gone, and waiting for it would hang until the collective timeout.
+        dist.barrier()
     finally:
         dist.destroy_process_group()
-
-
-def barrier(layout: Layout) -> None:
-    """Wait until every rank of ``layout`` gets here (nothing to wait for in one process)."""
-    if layout.distributed:
-        dist.barrier()
 
 
 def _buckets(tensors: list[Tensor], max_numel: int) -> Iterator[list[Tensor]]:
