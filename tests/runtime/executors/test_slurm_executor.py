@@ -35,6 +35,7 @@ from results.query import fetch
 from runtime.executors.base import JobSpec
 from runtime.executors.local import LocalExecutor
 from runtime.executors.slurm import (
+    ACTIVE,
     COMPLETED,
     RECORD_FILE,
     SKIPPED,
@@ -90,10 +91,26 @@ def executor_for(plan: Plan, workspace: Path) -> SlurmExecutor:
     return SlurmExecutor(workspace, plan.recipe.resources, finish=ingest)
 
 
+# a row of sacct in one of these has more to tell; with -D a requeued run's row stays REQUEUED
+UNSETTLED = ACTIVE - {"REQUEUED"}
+
+
 def sacct(job_id: str, fields: str, *flags: str) -> list[list[str]]:
-    out = subprocess.run(["sacct", "-n", "-X", "-P", *flags, "-j", job_id, "-o", fields],
-                         capture_output=True, text=True, timeout=20, check=True).stdout
-    return [line.split("|") for line in out.splitlines() if line.strip()]
+    """``fields`` of each of ``job_id``'s rows, once accounting has recorded how they all ended:
+    slurmdbd hears from slurmctld asynchronously, so a job can be gone from squeue while sacct
+    still says PENDING (seen in CI on a loaded machine)."""
+    def rows() -> list[list[str]]:
+        out = subprocess.run(["sacct", "-n", "-X", "-P", *flags, "-j", job_id, "-o",
+                              f"State,{fields}"], capture_output=True, text=True, timeout=20,
+                             check=True).stdout
+        return [line.split("|") for line in out.splitlines() if line.strip()]
+
+    def settled() -> bool:
+        found = rows()
+        return bool(found) and not any(row[0].split()[0] in UNSETTLED for row in found)
+
+    wait_for(settled, f"accounting of job {job_id}", 60)
+    return [row[1:] for row in rows()]
 
 
 def ours_in_squeue(workspace: Path) -> list[str]:
