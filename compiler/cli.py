@@ -503,8 +503,8 @@ def query(
 ) -> None:
     """Query the results store with SQL. Tables: runs, train_metrics, circuits, circuit_nodes,
     circuit_edges, prune_trials, groundtruth, jobs; views: frontier, matched, task_edges,
-    circuit_spread, families (docs/store.md has every column). The store is opened read-only:
-    statements that would change it fail.
+    circuit_spread, families, circuit_density (docs/store.md has every column). The store is
+    opened read-only: statements that would change it fail.
 
     Example: xcompile query "select task, n_edges, achieved_loss from circuits" --format csv
     """

@@ -19,6 +19,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from results.density import CIRCUIT_DENSITY_VIEW
 from results.matched import MATCHED_VIEW
 from results.replicates import (
     BOOTSTRAP_SEED,
@@ -29,8 +30,9 @@ from results.replicates import (
 
 STORE_FILE = "store.duckdb"
 LOCK_FILE = "store.lock"
-# 3: runs.kept_fraction; 4: circuit_edges; 5: seeds, controls, trials; 6: task_edges, matched
-SCHEMA_VERSION = 6
+# 3: runs.kept_fraction; 4: circuit_edges; 5: seeds, controls, trials; 6: task_edges, matched;
+# 7: circuit_density
+SCHEMA_VERSION = 7
 OPEN_TIMEOUT_S = 10.0
 
 # Tables in dependency-free order; the frontier view reads runs and circuits.
@@ -302,8 +304,9 @@ FROM ranked
 """
 
 # Created in this order (each reads the ones before it); dropped in the reverse one.
-VIEWS = (TASK_EDGES_VIEW, FRONTIER_VIEW, MATCHED_VIEW, CIRCUIT_SPREAD_VIEW, FAMILIES_VIEW)
-VIEW_NAMES = ("families", "circuit_spread", "matched", "frontier", "task_edges")
+VIEWS = (TASK_EDGES_VIEW, FRONTIER_VIEW, MATCHED_VIEW, CIRCUIT_SPREAD_VIEW, FAMILIES_VIEW,
+         CIRCUIT_DENSITY_VIEW)
+VIEW_NAMES = ("circuit_density", "families", "circuit_spread", "matched", "frontier", "task_edges")
 
 
 class StoreError(Exception):

@@ -132,7 +132,8 @@ def train_job(
         files[METRICS_FILE] = _jsonl(columns)
     results = {
         "heldout_loss": heldout_loss, "train_loss": heldout_loss - 0.05, "n_params": n_params,
-        "n_nonzero": int(n_params * sparsity_target), "tokens": n_metrics * 4096,
+        "n_nonzero": int(n_params * sparsity_target), "kept_fraction": sparsity_target,
+        "tokens": n_metrics * 4096,
         "steps": n_metrics, "wall_time_s": 60.0, "device": "cpu", "tokens_per_s": 50_000.0,
     }
     return write_job(workspace, "train", config, results if done else None, files)
