@@ -36,7 +36,7 @@ SELECT c.key, c.run_key, c.task, c.control, c.prune_seed, c.loss_threshold, c.ab
        r.sparsity_target, r.kept_fraction, r.d_model, r.seed, r.heldout_loss,
        c.n_nodes, c.n_edges, coalesce(p.possible_edges, 0)::BIGINT AS possible_edges,
        c.n_edges / nullif(coalesce(p.possible_edges, 0), 0) AS density,
-       c.n_edges / nullif(coalesce(p.possible_edges, 0), 0) / r.kept_fraction AS concentration
+       density / r.kept_fraction AS concentration
 FROM circuits c
 JOIN runs r ON r.key = c.run_key
 LEFT JOIN possible p ON p.prune_key = c.key

@@ -105,12 +105,14 @@ def sacct(job_id: str, fields: str, *flags: str) -> list[list[str]]:
                              check=True).stdout
         return [line.split("|") for line in out.splitlines() if line.strip()]
 
+    last: list[list[str]] = []
+
     def settled() -> bool:
-        found = rows()
-        return bool(found) and not any(row[0].split()[0] in UNSETTLED for row in found)
+        last[:] = rows()
+        return bool(last) and not any(row[0].split()[0] in UNSETTLED for row in last)
 
     wait_for(settled, f"accounting of job {job_id}", 60)
-    return [row[1:] for row in rows()]
+    return [row[1:] for row in last]
 
 
 def ours_in_squeue(workspace: Path) -> list[str]:
