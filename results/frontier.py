@@ -209,14 +209,15 @@ ORDER BY heldout_loss
 
 # The seed spread: per sparse family (a width and kept fraction, over its seeds) the geometric
 # mean of its runs' ratios with their range, and one row (``overall``) over every sparse run.
+# A family none of whose runs has a ratio (all outside the dense range) lists none, not NULL.
 MATCHED_FAMILIES_SQL = """
 SELECT family, grouping(family) = 1 AS overall, any_value(d_model) AS d_model,
        any_value(sparsity_target) AS sparsity_target,
        count(*) AS n_runs, count(geomean_ratio) AS n_ratios,
        exp(avg(ln(geomean_ratio))) AS geomean_ratio,
        min(geomean_ratio) AS min_ratio, max(geomean_ratio) AS max_ratio,
-       list(geomean_ratio ORDER BY d_model, sparsity_target, seed, run_key)
-           FILTER (geomean_ratio IS NOT NULL) AS ratios
+       coalesce(list(geomean_ratio ORDER BY d_model, sparsity_target, seed, run_key)
+           FILTER (geomean_ratio IS NOT NULL), []) AS ratios
 FROM ({runs})
 GROUP BY GROUPING SETS ((family), ())
 ORDER BY overall, d_model, sparsity_target

@@ -140,12 +140,16 @@ def _family_error_bars(ax: Any, rows: list[dict[str, Any]], label: str) -> list[
     its held-out losses up and down, at (geometric-mean edges, mean loss)."""
     families = {r["family"]: r for r in rows if (r.get("family_seeds") or 0) >= 2
                 and r["family_ci_low"] is not None}
+    def reach(a: float, b: float) -> float:  # seeds of one size: exp(mean(log)) misses by ulps
+        return max(a - b, 0.0)
+
     for r in families.values():
         x = max(r["family_edges"], 1.0)
         ax.errorbar(x, r["family_loss"],
-                    xerr=[[x - max(r["family_ci_low"], 1.0)], [max(r["family_ci_high"], 1.0) - x]],
-                    yerr=[[r["family_loss"] - r["family_loss_min"]],
-                          [r["family_loss_max"] - r["family_loss"]]],
+                    xerr=[[reach(x, max(r["family_ci_low"], 1.0))],
+                          [reach(max(r["family_ci_high"], 1.0), x)]],
+                    yerr=[[reach(r["family_loss"], r["family_loss_min"])],
+                          [reach(r["family_loss_max"], r["family_loss"])]],
                     fmt="D", ms=5, color="0.15", mfc="white", capsize=3, lw=1, zorder=4)
     if not families:
         return []

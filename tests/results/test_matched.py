@@ -159,6 +159,29 @@ def test_frontier_gives_each_sparse_familys_spread_over_seeds(seeded_workspace: 
     assert f"all sparse runs: {(16 * 4 * 8 * 2) ** 0.25:.2f}× over 4 of 4 runs (2.00–16.00)" in text
 
 
+def test_a_family_with_no_ratio_in_any_seed_says_so(seeded_workspace: Path,
+                                                     tmp_path: Path) -> None:
+    from results.frontier import describe_matched, matched_families, matched_runs
+    from results.report import render_report
+
+    # two seeds of a sparse d512 below every dense run's loss: no bracket, no ratio, in either
+    for seed in (0, 1):
+        outside = synthetic.train_job(seeded_workspace, sparsity_target=0.05, heldout_loss=0.5,
+                                      d_model=512, seed=seed)
+        synthetic.prune_job(seeded_workspace, outside, "with_as", 10)
+    ingest(seeded_workspace)
+    ws, protocol = seeded_workspace, "mean@0.15:with_as"
+    families = matched_families(ws, protocol)
+    [family] = [f for f in families if f["d_model"] == 512 and not f["overall"]]
+    assert (family["n_runs"], family["n_ratios"], family["ratios"]) == (2, 0, [])
+    text = describe_matched(matched_runs(ws, protocol), None, families)
+    assert "d_model 512, kept 0.05: no ratio" in text
+    assert "all sparse runs: 5.66× over 4 of 6 runs (2.00–16.00)" in text
+    html = render_report(ws, tmp_path / "report.html").read_text()
+    table = html.split('<table id="matched-families">')[1].split("</table>")[0]
+    assert "<td>512</td><td>0.05</td>\n  <td>0 / 2</td>" in table
+
+
 def test_the_report_shows_the_spread_over_seeds(seeded_workspace: Path, tmp_path: Path) -> None:
     from results.report import render_report
 
