@@ -104,6 +104,11 @@ def _with_task_families(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+# Sparse families of different L0 must stay apart in the legend: colour and dash both differ.
+SPARSE_FAMILY_STYLES = [("tab:blue", "-"), ("tab:orange", "-."), ("tab:green", ":"),
+                        ("tab:purple", (0, (5, 1)))]
+
+
 def _params(n: int) -> str:
     return f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.0f}k"
 
@@ -117,21 +122,26 @@ def _family_lines(ax: Any, rows: list[dict[str, Any]], edges: list[float],
         key = None if r["dense"] else round(math.log(max(r["n_nonzero"], 1), 1.5))
         groups.setdefault(key, []).append(i)
     handles = []
+    sparse_styles = iter(SPARSE_FAMILY_STYLES * len(groups))  # one look per L0, in L0 order
     for key, idx in sorted(groups.items(), key=lambda item: item[0] or -1):
         idx.sort(key=lambda i: loss[i])
-        color, ls = ("0.45", "--") if key is None else ("tab:blue", "-")
-        ax.plot([edges[i] for i in idx], [loss[i] for i in idx], lw=1, zorder=1, color=color,
+        color, ls = ("0.45", "--") if key is None else next(sparse_styles)
+        ax.plot([edges[i] for i in idx], [loss[i] for i in idx], lw=1.2, zorder=1, color=color,
                 ls=ls)
         params = sorted(rows[i]["n_params"] for i in idx)
-        label = f"{_params(params[0])}–{_params(params[-1])} params"
+        label = f"{_span(_params(params[0]), _params(params[-1]))} params"
         if key is None:
             label = f"dense: {label}"
         else:
             kept = sorted(rows[i]["sparsity_target"] for i in idx)
             label = (f"sparse, L0 ≈ {_params(rows[idx[0]]['n_nonzero'])}: {label}, "
-                     f"kept {kept[-1]:g}–{kept[0]:g}")
-        handles.append(Line2D([], [], lw=1, label=label, color=color, ls=ls))
+                     f"kept {_span(f'{kept[-1]:g}', f'{kept[0]:g}')}")
+        handles.append(Line2D([], [], lw=1.2, label=label, color=color, ls=ls))
     return handles
+
+
+def _span(low: str, high: str) -> str:
+    return low if low == high else f"{low}–{high}"
 
 
 def _family_error_bars(ax: Any, rows: list[dict[str, Any]], label: str) -> list[Line2D]:
@@ -167,7 +177,7 @@ def _target_norm(targets: list[float]) -> Normalize:
 def frontier_figure(protocol: str, rows: list[dict[str, Any]], task: str | None = None) -> Figure:
     """The frontier of ``rows`` (``frontier_rows``): of the geometric mean over tasks, or of
     ``task``'s circuits."""
-    fig, ax = plt.subplots(figsize=(8, 5.5), layout="constrained")
+    fig, ax = plt.subplots(figsize=(8, 6.5), layout="constrained")
     # A zero-edge circuit cannot sit on a log axis; it is drawn at 1 edge (and says so).
     edges = [max(r["edges"], 1.0) for r in rows]
     loss = [r["heldout_loss"] for r in rows]
@@ -211,15 +221,26 @@ def frontier_figure(protocol: str, rows: list[dict[str, Any]], task: str | None 
         *_family_error_bars(ax, rows, FAMILY_BAR if task is None else TASK_FAMILY_BAR),
         *_family_lines(ax, rows, edges, loss),
     ]
-    ax.legend(handles=handles, loc="best", fontsize=8)  # away from the points and the front
+    # Below the axes: with several families a legend inside covers points wherever it goes.
+    fig.legend(handles=handles, loc="outside lower center", ncols=2, fontsize=8)
     # Narrow and not full height: the bar is a key, not a second panel.
     colorbar = fig.colorbar(scatter, ax=ax, pad=0.01, fraction=0.04, aspect=30, shrink=0.8,
                             label="kept fraction (log)" if isinstance(norm, LogNorm)
                             else "kept fraction")
     colorbar.ax.yaxis.set_minor_formatter(NullFormatter())
-    ticks = sorted(set(targets))[:12]
+    ticks = _spaced_ticks(sorted(set(targets), reverse=True), norm)
     colorbar.set_ticks(ticks, labels=[f"{t:g}" for t in ticks])
     return fig
+
+
+def _spaced_ticks(targets: list[float], norm: Normalize, gap: float = 0.05) -> list[float]:
+    """The kept fractions to label on the colour bar, from the top down, skipping any closer
+    than ``gap`` of the bar to the last one labelled (0.2 beside 0.22 would print over it)."""
+    ticks: list[float] = []
+    for target in targets:
+        if not ticks or abs(float(norm(ticks[-1])) - float(norm(target))) >= gap:
+            ticks.append(target)
+    return ticks[:12]
 
 
 def _point_label(row: dict[str, Any]) -> str:

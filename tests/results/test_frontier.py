@@ -172,3 +172,24 @@ def test_kept_fractions_get_a_log_colour_scale(workspace: Path) -> None:
     assert isinstance(scatter.norm, LogNorm)
     assert (scatter.norm.vmin, scatter.norm.vmax) == (0.02, 1.0)
     plt.close(fig)
+
+
+def test_sparse_families_of_different_l0_look_different_and_the_legend_covers_no_point(
+    tmp_path: Path,
+) -> None:
+    # a dense model and sparse models at two L0s (kept 0.2 and 0.22: labels that would collide)
+    for target, d_model in ((1.0, 16), (0.2, 64), (0.22, 64), (0.05, 64)):
+        train = synthetic.train_job(tmp_path, sparsity_target=target, heldout_loss=2 - target,
+                                    d_model=d_model)
+        synthetic.prune_job(tmp_path, train, QUOTE, 30)
+    ingest(tmp_path)
+    fig = frontier_figure(*frontier_rows(tmp_path))
+    ax, colorbar = fig.axes
+    assert not ax.get_legend() and len(fig.legends) == 1  # the legend sits below the axes
+    sparse = [h for h in fig.legends[0].legend_handles if h.get_label().startswith("sparse")]
+    assert len(sparse) >= 2
+    assert len({(h.get_color(), str(h.get_linestyle())) for h in sparse}) == len(sparse)
+    assert "kept 0.05" in sparse[0].get_label()  # one model: one kept fraction, no "0.05–0.05"
+    labels = [t.get_text() for t in colorbar.get_yticklabels()]
+    assert labels == ["1", "0.22", "0.05"]  # 0.2 would print over 0.22
+    plt.close(fig)
