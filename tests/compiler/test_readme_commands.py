@@ -1,5 +1,6 @@
-"""Every command README.md shows is executed, on a quickstart-shaped workspace (a dense and a
-weight-sparse model, two task circuits each) built by a tiny recipe through the real CLI.
+"""Every command README.md and its lab notebook (docs/reproduction.md) show is executed, on a
+quickstart-shaped workspace (a dense and a weight-sparse model, two task circuits each) built by
+a tiny recipe through the real CLI.
 
 A README command with no invocation below fails the coverage test, so a new example cannot slip
 through untested. SLURM commands are checked for `--help` only; the two scripts and the bench
@@ -20,6 +21,8 @@ from tiny import tiny_recipe
 
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
+# README's reproduction section keeps its experiments' details in a notebook of their own
+DOCS = README + (ROOT / "docs" / "reproduction.md").read_text(encoding="utf-8")
 
 # The quickstart's shape (sweep of a dense and a sparse model, two tasks) at seconds of work.
 TINY_QUICKSTART = tiny_recipe(
@@ -97,11 +100,11 @@ def readme_commands() -> set[str]:
     """Commands in ```sh blocks and in `inline code` that starts with a program name."""
     commands = {
         line.split("  #")[0].strip()
-        for block in re.findall(r"```sh\n(.*?)```", README, flags=re.DOTALL)
+        for block in re.findall(r"```sh\n(.*?)```", DOCS, flags=re.DOTALL)
         for line in block.splitlines()
     }
     commands |= {span.replace("\\|", "|")
-                 for span in re.findall(r"`((?:xcompile|bash|python) [^`]*)`", README)}
+                 for span in re.findall(r"`((?:xcompile|bash|python) [^`]*)`", DOCS)}
     return {command for command in commands if command}
 
 

@@ -1,4 +1,4 @@
-"""Every SQL example in docs/store.md and README.md runs against a real store."""
+"""Every SQL example in docs/store.md, README.md and docs/reproduction.md runs on a real store."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from results import run_query, synthetic
 from results.ingest import ingest
 
 ROOT = Path(__file__).resolve().parents[2]
-EXAMPLES = [sql for doc in (ROOT / "docs" / "store.md", ROOT / "README.md")
+EXAMPLES = [sql for doc in (ROOT / "docs" / "store.md", ROOT / "README.md",
+                                   ROOT / "docs" / "reproduction.md")
             for sql in re.findall(r"```sql\n(.*?)```", doc.read_text(), flags=re.DOTALL)]
 
 
