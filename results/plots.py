@@ -7,6 +7,7 @@ circuit edges over tasks (interpretability), edges on a log axis; lower-left is 
 from __future__ import annotations
 
 import io
+import itertools
 import math
 from pathlib import Path
 from typing import Any
@@ -122,7 +123,7 @@ def _family_lines(ax: Any, rows: list[dict[str, Any]], edges: list[float],
         key = None if r["dense"] else round(math.log(max(r["n_nonzero"], 1), 1.5))
         groups.setdefault(key, []).append(i)
     handles = []
-    sparse_styles = iter(SPARSE_FAMILY_STYLES * len(groups))  # one look per L0, in L0 order
+    sparse_styles = itertools.cycle(SPARSE_FAMILY_STYLES)  # one look per L0, in L0 order
     for key, idx in sorted(groups.items(), key=lambda item: item[0] or -1):
         idx.sort(key=lambda i: loss[i])
         color, ls = ("0.45", "--") if key is None else next(sparse_styles)

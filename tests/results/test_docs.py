@@ -12,7 +12,7 @@ from results.ingest import ingest
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = [sql for doc in (ROOT / "docs" / "store.md", ROOT / "README.md",
-                                   ROOT / "docs" / "reproduction.md")
+                            ROOT / "docs" / "reproduction.md")
             for sql in re.findall(r"```sql\n(.*?)```", doc.read_text(), flags=re.DOTALL)]
 
 
