@@ -11,13 +11,9 @@ from torch import Tensor
 
 from results import synthetic
 from results.ingest import ingest
-from results.query import run_query
+from results.query import fetch
 from runtime.model import GPTConfig, SparseGPT
 from runtime.pruning.circuit import Circuit, NodeLayout, count_edges
-
-
-def rows(ws: Path, sql: str) -> list[dict]:
-    return json.loads(run_query(ws, sql, "json"))
 
 
 def tiny_model(n_layer: int) -> SparseGPT:
@@ -55,8 +51,8 @@ def test_possible_edges_are_the_edges_of_an_all_nonzero_model(tmp_path: Path,
         expected[prune.name.split("-")[1]] = sum(
             count_edges(Circuit(layout, kept), model).values())
     ingest(ws)
-    got = rows(ws, "SELECT d.*, r.kept_fraction AS kept FROM circuit_density d "
-                   "JOIN runs r ON r.key = d.run_key")
+    got = fetch(ws, "SELECT d.*, r.kept_fraction AS kept FROM circuit_density d "
+                    "JOIN runs r ON r.key = d.run_key").to_pylist()
     assert {row["key"][:12]: row["possible_edges"] for row in got} == expected
     assert max(expected.values()) > 0 and min(expected.values()) == 0  # both cases are here
     for row in got:
@@ -73,4 +69,4 @@ def test_circuits_not_found_have_no_row(tmp_path: Path) -> None:
     synthetic.prune_job(ws, train, "with_as", n_edges=5)
     synthetic.prune_job(ws, train, "var_swap", n_edges=0, found=False)
     ingest(ws)
-    assert [row["task"] for row in rows(ws, "SELECT task FROM circuit_density")] == ["with_as"]
+    assert fetch(ws, "SELECT task FROM circuit_density").column("task").to_pylist() == ["with_as"]

@@ -3,7 +3,6 @@ interpolated in log space between the bracketing dense runs, never extrapolated.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -11,11 +10,7 @@ import pytest
 
 from results import synthetic
 from results.ingest import ingest
-from results.query import run_query
-
-
-def rows(ws: Path, sql: str) -> list[dict]:
-    return json.loads(run_query(ws, sql, "json"))
+from results.query import fetch
 
 
 @pytest.fixture
@@ -36,8 +31,8 @@ def workspace(tmp_path: Path) -> Path:
 
 
 def test_dense_size_is_interpolated_in_log_space_at_the_sparse_loss(workspace: Path) -> None:
-    got = {(r["d_model"], r["task"]): r for r in rows(
-        workspace, "SELECT * FROM matched ORDER BY d_model, task")}
+    got = {(r["d_model"], r["task"]): r for r in fetch(
+        workspace, "SELECT * FROM matched ORDER BY d_model, task").to_pylist()}
     inside = got[(128, "with_as")]
     # halfway between losses 2.0 and 1.0: the geometric mean of 400 and 1600
     assert inside["dense_edges"] == pytest.approx(800)
@@ -52,13 +47,13 @@ def test_dense_size_is_interpolated_in_log_space_at_the_sparse_loss(workspace: P
 
 
 def test_a_sparse_run_outside_the_dense_range_gets_no_ratio(workspace: Path) -> None:
-    outside = rows(workspace, "SELECT * FROM matched WHERE d_model = 512")
+    outside = fetch(workspace, "SELECT * FROM matched WHERE d_model = 512").to_pylist()
     assert len(outside) == 2
     assert all(r["dense_edges"] is None and r["ratio"] is None for r in outside)
     assert all(r["geomean_ratio"] is None and r["n_matched"] == 0 for r in outside)
     # and dense runs are the family, not rows of their own
-    assert rows(workspace, "SELECT count(*) AS n FROM matched WHERE sparsity_target >= 1") == [
-        {"n": 0}]
+    dense_rows = fetch(workspace, "SELECT count(*) AS n FROM matched WHERE sparsity_target >= 1")
+    assert dense_rows.to_pylist() == [{"n": 0}]
 
 
 def test_frontier_names_each_sparse_runs_matched_ratio(workspace: Path) -> None:
@@ -92,7 +87,7 @@ def test_only_circuits_of_a_task_the_model_does_are_compared(tmp_path: Path) -> 
         sparse = synthetic.train_job(ws, sparsity_target=0.05, heldout_loss=1.25, d_model=d_model)
         synthetic.prune_job(ws, sparse, "with_as", 10, full_model_loss=full)
     ingest(ws)
-    got = {r["d_model"]: r for r in rows(ws, "SELECT * FROM matched")}
+    got = {r["d_model"]: r for r in fetch(ws, "SELECT * FROM matched").to_pylist()}
     assert got[128]["model_solves"] and got[128]["dense_loss_below"] == 1.0
     assert got[128]["dense_loss_above"] == 2.0  # 1.5 is skipped: its model misses the task
     # a quarter of the way from loss 1.0 to 2.0 in log space: 1600 · (400/1600)^¼ = 1131
@@ -114,7 +109,7 @@ def test_a_dense_width_is_one_point_over_its_seeds(tmp_path: Path) -> None:
     sparse = synthetic.train_job(ws, sparsity_target=0.05, heldout_loss=1.5, d_model=128)
     synthetic.prune_job(ws, sparse, "with_as", 2)
     ingest(ws)
-    [row] = rows(ws, "SELECT * FROM matched")
+    [row] = fetch(ws, "SELECT * FROM matched").to_pylist()
     assert (row["dense_loss_below"], row["dense_loss_above"]) == pytest.approx((1.0, 2.0))
     assert (row["n_dense"], row["n_dense_runs"]) == (2, 4)
     # halfway between the points √(10·40) = 20 and √(100·400) = 200, in log space: √(20·200)
