@@ -75,6 +75,8 @@ INVOCATIONS: dict[str, list[list[str]]] = {
     # the tiny workspace prunes no quote circuit: the same flag on a task it has
     "xcompile frontier --task single_double_quote": [
         ["frontier", "--task", "while_return_true"]],
+    "xcompile frontier -o frontier.png --task single_double_quote": [
+        ["frontier", "-o", "frontier.png", "--task", "while_return_true"]],
     "xcompile report -o report.html": [["report", "-o", "report.html"]],
     "xcompile show train-": [["show", "train-"]],
     "xcompile show KEY": [["show", "KEY"]],
