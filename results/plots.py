@@ -196,9 +196,13 @@ def frontier_figure(protocol: str, rows: list[dict[str, Any]], task: str | None 
     ax.plot(*zip(*front, strict=True), drawstyle="steps-post", color=FRONT_COLOUR, lw=1.5,
             marker="o", ms=13, mfc="none", mew=1.5, zorder=2)
     label_all = len(rows) <= LABEL_ALL_UP_TO
+    # Runs of one width trained on different token counts would carry the same label. (A store
+    # ingested before the view had `tokens` has none until its next ingest.)
+    name_tokens = len({r.get("tokens") for r in rows}) > 1
     for i, r in enumerate(rows):
         if label_all or r["pareto"]:
-            ax.annotate(_point_label(r), (edges[i], loss[i]), textcoords="offset points",
+            ax.annotate(_point_label(r, name_tokens), (edges[i], loss[i]),
+                        textcoords="offset points",
                         xytext=(6, 4), fontsize=7, color="0.25")
     ax.set_xscale("log")
     # Plain numbers at 1-2-5 steps read better than 3×10² labels that collide.
@@ -244,8 +248,11 @@ def _spaced_ticks(targets: list[float], norm: Normalize, gap: float = 0.05) -> l
     return ticks[:12]
 
 
-def _point_label(row: dict[str, Any]) -> str:
-    return f"{row['run_key'][:6]} d{row['d_model']} k={row['sparsity_target']:g}"
+def _point_label(row: dict[str, Any], name_tokens: bool = False) -> str:
+    label = f"{row['run_key'][:6]} d{row['d_model']} k={row['sparsity_target']:g}"
+    if name_tokens and row.get("tokens") is not None:
+        label += f" {row['tokens'] / 1e6:.3g}M tok"
+    return label
 
 
 def figure_png(fig: Figure) -> bytes:

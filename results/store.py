@@ -288,7 +288,7 @@ WITH per_run AS (
 ), points AS (
     SELECT r.key AS run_key, r.recipe, r.sweep_point, r.sparsity_target,
            r.sparsity_target >= 1.0 AS dense,
-           r.n_params, r.n_nonzero, r.n_layer, r.d_model,
+           r.n_params, r.n_nonzero, r.n_layer, r.d_model, r.tokens,
            r.heldout_loss, p.geomean_edges, p.total_edges,
            p.loss_threshold, p.ablation, p.tasks, p.n_tasks, p.n_not_found, p.missing_tasks,
            p.n_not_distinguishable, r.family, r.seed, r.control, p.protocol

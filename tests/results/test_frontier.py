@@ -8,6 +8,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pytest
 from matplotlib.colors import LogNorm
+from matplotlib.figure import Figure
 
 from results import synthetic
 from results.frontier import default_protocol, left_out, left_out_of_task
@@ -192,4 +193,30 @@ def test_sparse_families_of_different_l0_look_different_and_the_legend_covers_no
     assert "kept 0.05" in sparse[0].get_label()  # one model: one kept fraction, no "0.05–0.05"
     labels = [t.get_text() for t in colorbar.get_yticklabels()]
     assert labels == ["1", "0.22", "0.05"]  # 0.2 would print over 0.22
+    plt.close(fig)
+
+
+def test_point_labels_name_the_tokens_only_when_the_plot_mixes_token_counts(
+    tmp_path: Path,
+) -> None:
+    # one width trained on two token counts (n_metrics steps of 4096 tokens): same d and kept
+    for loss, n_metrics in ((1.6, 50), (1.7, 25)):
+        train = synthetic.train_job(tmp_path, sparsity_target=1.0, heldout_loss=loss,
+                                    d_model=32, n_metrics=n_metrics)
+        synthetic.prune_job(tmp_path, train, QUOTE, 30)
+    ingest(tmp_path)
+
+    def labels(fig: Figure) -> list[str]:
+        return sorted(text.get_text().split(" ", 1)[1] for text in fig.axes[0].texts
+                      if " d32 " in text.get_text())
+
+    fig = frontier_figure(*frontier_rows(tmp_path))
+    assert labels(fig) == ["d32 k=1 0.102M tok", "d32 k=1 0.205M tok"]
+    plt.close(fig)
+    only = synthetic.train_job(tmp_path / "one", sparsity_target=1.0, heldout_loss=1.6,
+                               d_model=32)
+    synthetic.prune_job(tmp_path / "one", only, QUOTE, 30)
+    ingest(tmp_path / "one")
+    fig = frontier_figure(*frontier_rows(tmp_path / "one"))
+    assert labels(fig) == ["d32 k=1"]
     plt.close(fig)
