@@ -248,7 +248,7 @@ def _spaced_ticks(targets: list[float], norm: Normalize, gap: float = 0.05) -> l
     return ticks[:12]
 
 
-def _point_label(row: dict[str, Any], name_tokens: bool = False) -> str:
+def _point_label(row: dict[str, Any], name_tokens: bool) -> str:
     label = f"{row['run_key'][:6]} d{row['d_model']} k={row['sparsity_target']:g}"
     if name_tokens and row.get("tokens") is not None:
         label += f" {row['tokens'] / 1e6:.3g}M tok"
