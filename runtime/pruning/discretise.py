@@ -12,8 +12,8 @@ threshold. Two things make that naive version wrong in practice, and both are ha
   the bigram table solve the task) — and, when no grid k passes, an even grid around the best
   one — takes the smallest k that passes, and then searches the bracket below it: every k when
   the bracket is small, bisection otherwise. Finally ``greedy_drop``
-  tries once to switch off each kept node, least important first, and keeps every removal after
-  which the circuit still passes.
+  tries once to switch off each kept node, least important first (a chunk of them at once
+  first), and keeps every removal after which the circuit still passes.
 
 Every loss here comes from ``losses(masks)``: one number per candidate mask (rows of a (M, n)
 bool tensor), computed by the caller on fixed pairs, batched over masks.
@@ -103,15 +103,19 @@ def search_k(order: Tensor, losses: Losses, threshold: float) -> SearchResult:
 
 
 def greedy_drop(kept: Tensor, order: Tensor, losses: Losses, threshold: float,
-                batch: int = GREEDY_BATCH) -> tuple[Tensor, float | None, int]:
+                batch: int = GREEDY_BATCH, speculate: bool = False
+                ) -> tuple[Tensor, float | None, int]:
     """Switch off kept nodes, least important first, while the circuit still passes.
 
     Candidates go ``batch`` at a time: first all of them removed together (one evaluation; most
-    of a ranking's tail goes this way), and if that fails, each removed alone, in one batched
-    evaluation. The ones whose single removal passed are removed together if that passes too;
-    failing that, the first of them goes and the candidates after it are tried again against the
-    smaller circuit. Returns the circuit, the loss of the last removal taken (None if none was)
-    and the number of evaluations."""
+    of a ranking's tail goes this way); if that fails, each in turn, removed if the circuit
+    without it passes — sequential greedy, each candidate tried once against the circuit as it
+    is by then. ``speculate`` evaluates the chunk's remaining single removals in one batched
+    call and takes the first that passes (the ones after it were judged against a circuit that
+    has since changed, so they are evaluated again): the same circuit in fewer, larger calls,
+    which pays where a batched forward costs about what one does (a GPU), not on a CPU, where
+    it costs per mask. Returns the circuit, the loss of the last removal taken (None if none
+    was) and the number of circuits evaluated."""
     kept = kept.clone()
     candidates = [int(i) for i in order.flip(0) if kept[i]]
     last_loss: float | None = None
@@ -123,28 +127,21 @@ def greedy_drop(kept: Tensor, order: Tensor, losses: Losses, threshold: float,
         return mask
 
     while candidates:
-        chunk = candidates[:batch]
+        chunk, candidates = candidates[:batch], candidates[batch:]
         (joint,) = losses(without(chunk)[None])
         evaluations += 1
         if joint <= threshold:
             kept[chunk] = False
-            last_loss, candidates = joint, candidates[len(chunk):]
+            last_loss = joint
             continue
-        singles = losses(torch.stack([without([node]) for node in chunk]))
-        evaluations += len(chunk)
-        passing = [node for node, loss in zip(chunk, singles, strict=True) if loss <= threshold]
-        together = None  # the loss with every individually removable node removed at once
-        if len(passing) > 1:
-            together = losses(without(passing)[None])[0]
-            evaluations += 1
-        loss: float | None  # the last branch keeps last_loss: None until a removal is taken
-        if together is not None and together <= threshold:
-            taken, loss, rest = passing, together, candidates[len(chunk):]
-        elif passing:
-            first = chunk.index(passing[0])
-            taken, loss, rest = [passing[0]], singles[first], candidates[first + 1:]
-        else:
-            taken, loss, rest = [], last_loss, candidates[len(chunk):]
-        kept[taken] = False
-        last_loss, candidates = loss, rest
+        while chunk:
+            tried = chunk if speculate else chunk[:1]
+            singles = losses(torch.stack([without([node]) for node in tried]))
+            evaluations += len(tried)
+            first = next((i for i, loss in enumerate(singles) if loss <= threshold), None)
+            if first is None:
+                chunk = chunk[len(tried):]
+                continue
+            kept[tried[first]] = False
+            last_loss, chunk = singles[first], chunk[first + 1:]
     return kept, last_loss, evaluations

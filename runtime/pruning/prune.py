@@ -398,7 +398,8 @@ def prune(
         found = search_k(order, judge.losses, spec.loss_threshold)
         kept, loss = found.kept, found.loss
         if kept is not None:
-            kept, dropped_loss, _ = greedy_drop(kept, order, judge.losses, spec.loss_threshold)
+            kept, dropped_loss, _ = greedy_drop(kept, order, judge.losses, spec.loss_threshold,
+                                                speculate=device.type != "cpu")
             loss = dropped_loss if dropped_loss is not None else loss
         n_edges = None if kept is None else sum(count_edges(Circuit(layout, kept), model).values())
         ties = count_ties(trial.tau)
