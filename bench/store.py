@@ -60,8 +60,8 @@ def fill_frontier(workspace: Path) -> None:
                              "n_edges": edges})
     con = connect(store_path(workspace), read_only=False)
     try:
-        insert(con, "runs", pa.Table.from_pylist(runs, schema=RUNS_SCHEMA))
-        insert(con, "circuits", pa.Table.from_pylist(circuits, schema=CIRCUITS_SCHEMA))
+        insert(con, "runs_all", pa.Table.from_pylist(runs, schema=RUNS_SCHEMA))
+        insert(con, "circuits_all", pa.Table.from_pylist(circuits, schema=CIRCUITS_SCHEMA))
     finally:
         con.close()
 

@@ -502,9 +502,10 @@ def query(
     output: OutputOpt = None,
 ) -> None:
     """Query the results store with SQL. Tables: runs, train_metrics, circuits, circuit_nodes,
-    circuit_edges, prune_trials, groundtruth, jobs; views: frontier, matched, task_edges,
-    circuit_spread, families, circuit_density (docs/store.md has every column). The store is
-    opened read-only: statements that would change it fail.
+    circuit_edges, prune_trials, groundtruth, jobs (runs and circuits are the current rows of
+    runs_all and circuits_all, which keep those superseded by a re-run under newer code); views:
+    frontier, matched, task_edges, circuit_spread, families, circuit_density (docs/store.md has
+    every column). The store is opened read-only: statements that would change it fail.
 
     Example: xcompile query "select task, n_edges, achieved_loss from circuits" --format csv
     """

@@ -36,11 +36,13 @@ from results.jobs import (
     UnreadableJob,
     circuit_nodes,
     job_dirs,
+    job_identities,
     read_job,
 )
 from results.replicates import CONTROL_EDGE_RATIO, FLAG_NOT_DISTINGUISHABLE
 from results.store import (
     LOCK_FILE,
+    MARK_SUPERSEDED,
     SCHEMA_VERSION,
     StoreError,
     arrow_schema,
@@ -59,8 +61,9 @@ LOCK_TIMEOUT_S = 600.0
 # Every table's columns are the store's DDL (results/store.py); these are its Arrow forms.
 METRICS_SCHEMA = arrow_schema("train_metrics", without=("run_key",))  # a metrics file's columns
 METRIC_ROWS_SCHEMA = METRICS_SCHEMA.append(pa.field("run_key", pa.string()))
-RUNS_SCHEMA = arrow_schema("runs")
-CIRCUITS_SCHEMA = arrow_schema("circuits", without=("not_distinguishable",))  # set after insert
+# Columns the store sets itself after the insert: superseded_by, not_distinguishable.
+RUNS_SCHEMA = arrow_schema("runs_all", without=("superseded_by",))
+CIRCUITS_SCHEMA = arrow_schema("circuits_all", without=("not_distinguishable", "superseded_by"))
 TRIALS_SCHEMA = arrow_schema("prune_trials")
 NODES_SCHEMA = arrow_schema("circuit_nodes")
 EDGES_SCHEMA = arrow_schema("circuit_edges")
@@ -121,7 +124,7 @@ def model_family(config: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(rest, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _run_row(job: JobFolder) -> dict[str, Any]:
+def _run_row(job: JobFolder, identity: str) -> dict[str, Any]:
     cfg, res, meta = job.config, job.results or {}, job.meta
     d_model = _get(cfg, "model", "d_model")
     d_mlp = _get(cfg, "model", "d_mlp")
@@ -147,7 +150,7 @@ def _run_row(job: JobFolder) -> dict[str, Any]:
         "git_commit": meta.get("git_commit"), "git_dirty": meta.get("git_dirty"),
         "code_version": meta.get("code_version"),
         "package_versions": _json(meta.get("package_versions")),
-        "created_at": _timestamp(res.get("finished_at")),
+        "created_at": _timestamp(res.get("finished_at")), "identity": identity,
     }
 
 
@@ -214,7 +217,7 @@ def read_metrics(jobs: list[JobFolder]) -> tuple[pa.Table, dict[str, str]]:
     return pa.concat_tables([t.cast(METRIC_ROWS_SCHEMA) for t in tables]), failures
 
 
-def _circuit_row(job: JobFolder, run_key: str) -> dict[str, Any]:
+def _circuit_row(job: JobFolder, run_key: str, identity: str) -> dict[str, Any]:
     cfg, res = job.config, job.results or {}
     return {
         "key": job.key, "run_key": run_key,
@@ -232,6 +235,7 @@ def _circuit_row(job: JobFolder, run_key: str) -> dict[str, Any]:
         **{name: res.get(name) for name in (
             "random_circuit_loss", "kl_to_full", "calibrate", "freeze_norms", "silent_zero",
             "calibration_scale", "tied_nodes", "n_trials", "n_test_pairs")},
+        "created_at": _timestamp(res.get("finished_at")), "identity": identity,
     }
 
 
@@ -313,15 +317,16 @@ class _Batch:
     groundtruth: list[dict[str, Any]] = field(default_factory=list)
     ingested: list[dict[str, Any]] = field(default_factory=list)
 
-    def add(self, job: JobFolder, train_keys: dict[str, str]) -> None:
+    def add(self, job: JobFolder, train_keys: dict[str, str], identity: str) -> None:
         """Build all rows of one done job, then add them; an error leaves the batch as it was."""
         if job.kind == "train":
-            self.runs.append(_run_row(job))
+            self.runs.append(_run_row(job, identity))
         elif job.kind == "prune":
             train_dir = Path(str(_get(job.config, "inputs", "train") or "")).name
             if train_dir not in train_keys:
                 raise ValueError(f"its train job {train_dir or '(none)'} is not in the workspace")
-            circuit, nodes = _circuit_row(job, train_keys[train_dir]), _circuit_nodes(job)
+            circuit = _circuit_row(job, train_keys[train_dir], identity)
+            nodes = _circuit_nodes(job)
             edges, trials = _circuit_edges(job), _trial_rows(job)
             self.circuits.append(circuit)
             self.nodes.extend(nodes)
@@ -399,6 +404,7 @@ def _collect(workspace: Path, summary: IngestSummary) -> tuple[list[JobFolder], 
             summary.skipped.append((path.name, str(error)))
     summary.scanned = len(jobs) + len(summary.skipped)
     train_keys = {j.name: j.key for j in jobs if j.kind == "train"}
+    identities = job_identities(jobs)
 
     known = _ingested_fingerprints(store_path(workspace))
     batch = _Batch()
@@ -411,7 +417,7 @@ def _collect(workspace: Path, summary: IngestSummary) -> tuple[list[JobFolder], 
             summary.unchanged += 1
             continue
         try:
-            batch.add(job, train_keys)
+            batch.add(job, train_keys, identities[job.name])
         except (OSError, ValueError, KeyError, TypeError) as error:
             _reject(job, f"cannot ingest: {error}", summary)
     added = {row["key"] for row in batch.runs}
@@ -430,15 +436,17 @@ def _write(con: duckdb.DuckDBPyConnection, jobs: list[JobFolder], batch: _Batch,
            metrics: pa.Table) -> None:
     """Replace the rows of every new or changed key; the caller holds the transaction."""
     keys = batch.keys()
-    replace_rows(con, "runs", "key", keys, _table(batch.runs, RUNS_SCHEMA))
+    replace_rows(con, "runs_all", "key", keys, _table(batch.runs, RUNS_SCHEMA))
     replace_rows(con, "train_metrics", "run_key", keys, metrics)
-    replace_rows(con, "circuits", "key", keys, _table(batch.circuits, CIRCUITS_SCHEMA))
+    replace_rows(con, "circuits_all", "key", keys, _table(batch.circuits, CIRCUITS_SCHEMA))
     replace_rows(con, "circuit_nodes", "prune_key", keys, _table(batch.nodes, NODES_SCHEMA))
     replace_rows(con, "prune_trials", "prune_key", keys, _table(batch.trials, TRIALS_SCHEMA))
     replace_rows(con, "circuit_edges", "prune_key", keys,
                  pa.concat_tables([EDGES_SCHEMA.empty_table(), *batch.edges]))
     replace_rows(con, "groundtruth", "key", keys, _table(batch.groundtruth, GROUNDTRUTH_SCHEMA))
     replace_rows(con, "ingested", "key", keys, _table(batch.ingested, INGESTED_SCHEMA))
+    for statement in MARK_SUPERSEDED:  # before the flags: controls are judged among current rows
+        con.execute(statement)
     con.execute(FLAG_NOT_DISTINGUISHABLE, [CONTROL_EDGE_RATIO])
     # jobs mirrors the folders as they are now: replaced whole, it is small.
     con.execute("DELETE FROM jobs")

@@ -77,6 +77,35 @@ class JobFolder:
         return digest.hexdigest()
 
 
+# A job's identity leaves out what a newer version of the code changes without changing the job.
+_NOT_IDENTITY = frozenset({"key", "meta", "inputs"})
+
+
+def job_identities(jobs: list[JobFolder]) -> dict[str, str]:
+    """Each folder's identity (folder name → 16 hex digits): its config hashed without its key
+    and ``meta`` (code version, commit), with each input replaced by that input's identity. A
+    job re-run by newer code — the same config and inputs, a new key — has the identity of the
+    one it replaces; an input whose folder is gone stands for itself by its folder name."""
+    by_name = {job.name: job for job in jobs}
+    found: dict[str, str] = {}
+
+    def identity(name: str, path: frozenset[str]) -> str:
+        job = by_name.get(name)
+        if job is None or name in path:
+            return name
+        if name not in found:
+            inputs = job.config.get("inputs")
+            rest = {k: v for k, v in job.config.items() if k not in _NOT_IDENTITY}
+            rest["inputs"] = {role: identity(Path(str(where)).name, path | {name})
+                              for role, where in sorted(inputs.items())} \
+                if isinstance(inputs, dict) else inputs
+            text = json.dumps(rest, sort_keys=True, default=str)
+            found[name] = hashlib.sha256(text.encode()).hexdigest()[:16]
+        return found[name]
+
+    return {name: identity(name, frozenset()) for name in by_name}
+
+
 class UnreadableJob(Exception):
     """A folder without a readable config.json: not a job we can name."""
 

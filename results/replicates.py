@@ -39,10 +39,10 @@ def bootstrap_draws(seed: int = BOOTSTRAP_SEED, n_resamples: int = N_BOOTSTRAP,
                      "u": u.ravel()})
 
 
-# Recomputed over the whole table after every ingest: a control that lands later re-flags the
-# circuits it concerns, and re-ingesting changes nothing.
+# Recomputed over the current circuits after every ingest: a control that lands later re-flags
+# the circuits it concerns, and re-ingesting changes nothing. Superseded rows keep their flag.
 FLAG_NOT_DISTINGUISHABLE = """
-UPDATE circuits SET not_distinguishable = flags.flag
+UPDATE circuits_all SET not_distinguishable = flags.flag
 FROM (
     WITH controls AS (  -- every found control circuit, with the real run it is a control of
         SELECT run_key AS owner, task, loss_threshold, ablation, n_edges
@@ -66,7 +66,7 @@ FROM (
           AND k.ablation = c.ablation AND k.n_edges <= ? * c.n_edges
     GROUP BY c.key, c.control, c.found, c.n_edges
 ) flags
-WHERE circuits.key = flags.key
+WHERE circuits_all.key = flags.key
 """
 
 CIRCUIT_SPREAD_VIEW = """

@@ -31,13 +31,15 @@ from results.replicates import (
 STORE_FILE = "store.duckdb"
 LOCK_FILE = "store.lock"
 # 3: runs.kept_fraction; 4: circuit_edges; 5: seeds, controls, trials; 6: task_edges, matched;
-# 7: circuit_density
-SCHEMA_VERSION = 7
+# 7: circuit_density; 8: runs_all/circuits_all with superseded rows, runs/circuits the current ones
+SCHEMA_VERSION = 8
 OPEN_TIMEOUT_S = 10.0
 
-# Tables in dependency-free order; the frontier view reads runs and circuits.
+# Tables in dependency-free order. runs_all and circuits_all keep every train and prune job ever
+# ingested; the views runs and circuits (SUPERSEDED_VIEWS), which everything else reads, only
+# those that no newer job of the same identity has replaced.
 TABLES: dict[str, str] = {
-    "runs": """
+    "runs_all": """
         key              VARCHAR PRIMARY KEY,  -- train job key
         recipe           VARCHAR,
         recipe_hash      VARCHAR,
@@ -65,7 +67,9 @@ TABLES: dict[str, str] = {
         git_dirty        BOOLEAN,
         code_version     VARCHAR,
         package_versions JSON,
-        created_at       TIMESTAMP             -- UTC, when the train job finished
+        created_at       TIMESTAMP,            -- UTC, when the train job finished
+        identity         VARCHAR,              -- the job's config hashed without its code version
+        superseded_by    VARCHAR               -- a newer run of the same identity; NULL: current
     """,
     "train_metrics": """
         run_key       VARCHAR NOT NULL,
@@ -78,7 +82,7 @@ TABLES: dict[str, str] = {
         grad_norm     DOUBLE,
         tokens_per_s  DOUBLE
     """,
-    "circuits": """
+    "circuits_all": """
         key              VARCHAR PRIMARY KEY,  -- prune job key
         run_key          VARCHAR NOT NULL,     -- the train job it pruned
         task             VARCHAR NOT NULL,
@@ -106,7 +110,10 @@ TABLES: dict[str, str] = {
         calibration_scale DOUBLE,              -- the fitted logit scale of the circuit
         tied_nodes       BIGINT,               -- switched-on nodes whose τ tied another's
         n_trials         INTEGER,              -- pruning settings searched (prune_trials)
-        n_test_pairs     INTEGER               -- pairs sufficiency/necessity were measured on
+        n_test_pairs     INTEGER,              -- pairs sufficiency/necessity were measured on
+        created_at       TIMESTAMP,            -- UTC, when the prune job finished
+        identity         VARCHAR,              -- as in runs_all
+        superseded_by    VARCHAR               -- a newer circuit of the same identity
     """,
     # Every trial of every prune job's hyperparameter search (runtime/pruning/prune.py).
     "prune_trials": """
@@ -303,10 +310,26 @@ SELECT * EXCLUDE (m_lt, m_le), """ + pareto_flag("geomean_edges") + """
 FROM ranked
 """
 
+# A job re-run by newer code (the same config and inputs, another code version: a new key) does
+# not add a second model or circuit: the newest of an identity is the current row, the older
+# ones stay in the *_all tables with superseded_by naming it. Set at every ingest.
+SUPERSEDED_VIEWS = tuple(f"""
+CREATE OR REPLACE VIEW {name} AS
+SELECT * EXCLUDE (identity, superseded_by) FROM {name}_all WHERE superseded_by IS NULL
+""" for name in ("runs", "circuits"))
+MARK_SUPERSEDED = tuple(f"""
+UPDATE {name}_all AS t SET superseded_by = CASE WHEN s.newest = t.key THEN NULL ELSE s.newest END
+FROM (SELECT key, first(key ORDER BY created_at DESC NULLS LAST, key DESC)
+                OVER (PARTITION BY coalesce(identity, key)) AS newest
+      FROM {name}_all) AS s
+WHERE s.key = t.key
+""" for name in ("runs", "circuits"))
+
 # Created in this order (each reads the ones before it); dropped in the reverse one.
-VIEWS = (TASK_EDGES_VIEW, FRONTIER_VIEW, MATCHED_VIEW, CIRCUIT_SPREAD_VIEW, FAMILIES_VIEW,
-         CIRCUIT_DENSITY_VIEW)
-VIEW_NAMES = ("circuit_density", "families", "circuit_spread", "matched", "frontier", "task_edges")
+VIEWS = (*SUPERSEDED_VIEWS, TASK_EDGES_VIEW, FRONTIER_VIEW, MATCHED_VIEW, CIRCUIT_SPREAD_VIEW,
+         FAMILIES_VIEW, CIRCUIT_DENSITY_VIEW)
+VIEW_NAMES = ("circuit_density", "families", "circuit_spread", "matched", "frontier", "task_edges",
+              "circuits", "runs")
 
 
 class StoreError(Exception):
@@ -412,11 +435,15 @@ def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
     try:
         version = stored_schema_version(con)
         if version is not None and version != str(SCHEMA_VERSION):
-            # Derived data: drop it all; the next ingest re-reads every job folder.
-            for name in VIEW_NAMES:  # dependents first
-                con.execute(f"DROP VIEW IF EXISTS {name}")
-            for table in TABLES:
-                con.execute(f"DROP TABLE IF EXISTS {table}")  # names are ours, not input
+            # Derived data: drop it all, whatever that version named its tables and views (a
+            # name may be a table in one version and a view in the next); the next ingest
+            # re-reads every job folder. Names come from the file's catalog, quoted.
+            for (name,) in con.execute("SELECT view_name FROM duckdb_views() "
+                                       "WHERE NOT internal AND schema_name = 'main'").fetchall():
+                con.execute(f'DROP VIEW IF EXISTS "{name}"')
+            for (name,) in con.execute("SELECT table_name FROM duckdb_tables() "
+                                       "WHERE schema_name = 'main'").fetchall():
+                con.execute(f'DROP TABLE IF EXISTS "{name}"')
         for table, columns in TABLES.items():
             con.execute(f"CREATE TABLE IF NOT EXISTS {table} ({columns})")
         if not con.execute("SELECT count(*) FROM bootstrap_draws").fetchall()[0][0]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -253,6 +254,27 @@ def prune_job(
              EDGES_FILE: circuit_edges(nodes, n_edges),
              EVIDENCE_FILE: _dump(evidence(task, nodes))}
     return write_job(workspace, "prune", config, results, files)
+
+
+def rerun_job(folder: Path, code_version: str, **inputs: Path) -> Path:
+    """A copy of a job folder as newer code would leave it: a new key, a finish an hour later.
+
+    ``inputs`` names the job's re-run inputs by role (``train=<folder>``), so that a re-pruned
+    circuit reads the re-trained model, as a re-run recipe's would.
+    """
+    config = json.loads((folder / CONFIG_FILE).read_text())
+    results = json.loads((folder / RESULTS_FILE).read_text())
+    key = make_key(config["key"], code_version)
+    copy = folder.with_name(f"{config['kind']}-{key[:12]}")
+    shutil.copytree(folder, copy)
+    config["key"] = results["key"] = key
+    config["meta"]["code_version"] = code_version
+    config["inputs"].update({role: str(Path(config["inputs"][role]).with_name(path.name))
+                             for role, path in inputs.items()})  # written as the old one was
+    results["finished_at"] += 3600.0
+    (copy / CONFIG_FILE).write_text(_dump(config))
+    (copy / RESULTS_FILE).write_text(_dump(results))
+    return copy
 
 
 def groundtruth_job(

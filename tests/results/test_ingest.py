@@ -15,7 +15,8 @@ from results.jobs import job_dirs
 from results.store import LOCK_FILE, TABLES, store_path
 from runtime.job import CONFIG_FILE, RESULTS_FILE
 
-CONTENT_TABLES = [t for t in TABLES if t != "store_meta"]
+# Every table, and the views of the current runs and circuits the tests read by those names.
+CONTENT_TABLES = [*(t for t in TABLES if t != "store_meta"), "runs", "circuits"]
 
 
 def snapshot(ws: Path) -> dict[str, list[tuple]]:
@@ -207,7 +208,7 @@ def test_a_store_of_another_schema_version_is_rebuilt(workspace: Path) -> None:
     before = snapshot(workspace)
     with duckdb.connect(str(store_path(workspace))) as con:
         con.execute("UPDATE store_meta SET value = '0' WHERE name = 'schema_version'")
-        con.execute("DELETE FROM runs")  # stands in for a table of the old layout
+        con.execute("DELETE FROM runs_all")  # stands in for a table of the old layout
     ingest(workspace)
     assert snapshot(workspace) == before
 
@@ -223,3 +224,30 @@ def test_an_old_workspaces_ingest_folder_is_no_job(tmp_path: Path) -> None:
     assert job_dirs(tmp_path) == [train]
     assert ingest(tmp_path).scanned == 1
     assert count(tmp_path, "SELECT count(*) FROM jobs WHERE kind = 'ingest'") == 0
+
+
+EDGES_SQL = "SELECT sum(n_edges) FROM task_edges"
+
+
+def test_a_job_rerun_by_newer_code_supersedes_the_old_one(workspace: Path) -> None:
+    before, edges = snapshot(workspace), count(workspace, EDGES_SQL)
+    prune = next(p for p in job_dirs(workspace) if p.name.startswith("prune-"))
+    train_input = json.loads((prune / CONFIG_FILE).read_text())["inputs"]["train"]
+    train = prune.with_name(Path(train_input).name)
+    new_train = synthetic.rerun_job(train, "0.2.0")
+    new_prune = synthetic.rerun_job(prune, "0.2.0", train=new_train)
+    ingest(workspace)
+
+    after = snapshot(workspace)
+    assert len(after["runs"]) == len(before["runs"]) and len(after["runs_all"]) == 5
+    assert len(after["circuits"]) == len(before["circuits"]) and len(after["circuits_all"]) == 9
+    new_keys = [json.loads((p / CONFIG_FILE).read_text())["key"] for p in (new_train, new_prune)]
+    with duckdb.connect(str(store_path(workspace)), read_only=True) as con:
+        current = {row[0] for row in con.execute("SELECT key FROM runs UNION ALL "
+                                                 "SELECT key FROM circuits").fetchall()}
+        old = con.execute("SELECT superseded_by FROM runs_all WHERE superseded_by IS NOT NULL "
+                          "UNION ALL SELECT superseded_by FROM circuits_all "
+                          "WHERE superseded_by IS NOT NULL ORDER BY 1").fetchall()
+    assert set(new_keys) <= current
+    assert sorted(key for (key,) in old) == sorted(new_keys)  # each old row names its successor
+    assert count(workspace, EDGES_SQL) == edges  # the same circuits, each counted once

@@ -20,13 +20,13 @@ def digest(path: Path) -> str:
 
 
 @pytest.mark.parametrize("sql", [
-    "INSERT INTO runs (key) VALUES ('x')",
+    "INSERT INTO runs_all (key) VALUES ('x')",
     "DELETE FROM train_metrics",
-    "UPDATE runs SET heldout_loss = 0",
-    "DROP TABLE runs",
+    "UPDATE runs_all SET heldout_loss = 0",
+    "DROP TABLE runs_all",
     "DROP VIEW frontier",
     "CREATE TABLE t AS SELECT 1",
-    "SELECT 1; DELETE FROM runs",
+    "SELECT 1; DELETE FROM runs_all",
     "COPY runs TO '{out}' (FORMAT csv)",
     "COPY (SELECT * FROM runs) TO '{out}'",
     "ATTACH '{out}' AS other",
@@ -84,7 +84,7 @@ def test_public_open_is_read_only(workspace: Path) -> None:
     try:
         assert con.execute("SELECT count(*) FROM frontier").fetchone() == (4,)
         with pytest.raises(Exception, match="read-only"):
-            con.execute("DELETE FROM runs")
+            con.execute("DELETE FROM runs_all")
     finally:
         con.close()
 
