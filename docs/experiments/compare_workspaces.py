@@ -30,9 +30,9 @@ def load(ws: Path) -> dict[str, JobFolder]:
     of a job re-run by newer code, the newest, as in the store's current rows."""
     jobs = [read_job(path) for path in job_dirs(ws)]
     identities = job_identities(jobs)
-    done = sorted((job for job in jobs if job.kind in COMPARED and job.results is not None),
-                  key=lambda job: float(job.results.get("finished_at") or 0.0))
-    return {identities[job.name]: job for job in done}
+    done = [(job, job.results) for job in jobs if job.kind in COMPARED and job.results is not None]
+    done.sort(key=lambda pair: float(pair[1].get("finished_at") or 0.0))
+    return {identities[job.name]: job for job, _ in done}
 
 
 def untimed(value: Any) -> Any:
