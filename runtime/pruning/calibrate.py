@@ -43,25 +43,35 @@ def two_way_loss(two: Tensor) -> Tensor:
     return torch.logsumexp(two, -1) - two[..., 0]
 
 
+def loss_and_gradient(two: Tensor, column: Tensor, scale: Tensor,
+                      shift: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """The mean two-way loss of ``scale · two + shift[column]`` and its gradient in scale and
+    shift, by hand: autograd's bookkeeping costs more than these few ops, and a search fits one
+    calibration per candidate circuit."""
+    logits = scale * two + shift[column]
+    d_logits = torch.softmax(logits, -1)
+    d_logits[:, 0] -= 1
+    d_logits /= len(logits)
+    d_shift = torch.zeros_like(shift).index_add_(0, column.flatten(), d_logits.flatten())
+    return two_way_loss(logits).mean(), (d_logits * two).sum(), d_shift
+
+
 def fit_calibration(two: Tensor, candidates: Tensor, steps: int = LBFGS_STEPS) -> Calibration:
     """Fit scale and per-token shift to minimise the two-way loss of ``two`` (2N, 2) logits."""
     tokens = torch.unique(candidates)
     column = torch.searchsorted(tokens, candidates)  # (2N, 2): which shift each logit gets
     two = two.detach().double()
-    scale = torch.ones((), dtype=torch.float64, requires_grad=True)
-    shift = torch.zeros(len(tokens), dtype=torch.float64, requires_grad=True)
+    scale = torch.ones((), dtype=torch.float64)
+    shift = torch.zeros(len(tokens), dtype=torch.float64)
     optimizer = torch.optim.LBFGS([scale, shift], lr=1.0, max_iter=steps,
                                   line_search_fn="strong_wolfe")
 
     def closure() -> Tensor:
-        optimizer.zero_grad()
-        loss = two_way_loss(scale * two + shift[column]).mean()
-        loss.backward()
+        loss, scale.grad, shift.grad = loss_and_gradient(two, column, scale, shift)
         return loss
 
     optimizer.step(closure)
-    fitted = Calibration(float(scale.detach()), tuple(tokens.tolist()),
-                         tuple(shift.detach().tolist()))
+    fitted = Calibration(float(scale), tuple(tokens.tolist()), tuple(shift.tolist()))
     # LBFGS only ever lowers the loss it sees; keep the identity if it did not (e.g. NaNs).
     before = float(two_way_loss(two).mean())
     after = float(two_way_loss(fitted.apply(two, candidates)).mean())

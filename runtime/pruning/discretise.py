@@ -10,10 +10,11 @@ threshold. Two things make that naive version wrong in practice, and both are ha
 - **The loss is not monotone in k.** Ablating more nodes can *lower* the loss. So ``search_k``
   evaluates a geometric grid of k (0 included: an empty circuit can pass when the bias terms or
   the bigram table solve the task) — and, when no grid k passes, an even grid around the best
-  one — takes the smallest k that passes, and then searches the bracket below it: every k when
-  the bracket is small, bisection otherwise. Finally ``greedy_drop``
-  tries once to switch off each kept node, least important first (a chunk of them at once
-  first), and keeps every removal after which the circuit still passes.
+  one — takes the smallest k that passes, and then bisects the bracket below it (a k in there
+  that passes is found or not; greedy dropping then removes what the prefix holds too much of,
+  least important first). Finally ``greedy_drop``
+  switches off kept nodes, least important first, in groups that are halved where they fail,
+  and keeps every removal after which the circuit still passes.
 
 Every loss here comes from ``losses(masks)``: one number per candidate mask (rows of a (M, n)
 bool tensor), computed by the caller on fixed pairs, batched over masks.
@@ -21,6 +22,7 @@ bool tensor), computed by the caller on fixed pairs, batched over masks.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -30,8 +32,7 @@ from torch import Tensor
 Losses = Callable[[Tensor], list[float]]
 GRID_POINTS = 16  # geometric grid of k between 1 and n_nodes (a factor ≈ 1.5–2 per step)
 FINE_POINTS = 16  # when no grid k passes: evenly spaced k around the best one
-EXHAUSTIVE_BRACKET = 64  # evaluate every k of a bracket at most this wide
-GREEDY_BATCH = 16  # single-node removals evaluated per batched forward
+GREEDY_BATCH = 16  # candidates first tried as one removal (then adapted, up to 4×)
 
 
 def rank_nodes(tau: Tensor, attribution: Tensor) -> Tensor:
@@ -90,16 +91,11 @@ def search_k(order: Tensor, losses: Losses, threshold: float) -> SearchResult:
         return SearchResult(None, None, by_k, len(by_k))
     hi = passing[0]
     lo = max((k for k in grid if k < hi), default=-1)  # fails (or -1: hi is 0)
-    if hi - lo - 1 <= EXHAUSTIVE_BRACKET:
-        evaluate(list(range(lo + 1, hi)))
-        best = min(k for k in range(lo + 1, hi + 1) if by_k[k] <= threshold)
-    else:
-        while hi - lo > 1:  # invariant: lo fails, hi passes
-            mid = (lo + hi) // 2
-            evaluate([mid])
-            lo, hi = (lo, mid) if by_k[mid] <= threshold else (mid, hi)
-        best = hi
-    return SearchResult(prefix_masks(order, [best])[0], by_k[best], by_k, len(by_k))
+    while hi - lo > 1:  # invariant: lo fails, hi passes
+        mid = (lo + hi) // 2
+        evaluate([mid])
+        lo, hi = (lo, mid) if by_k[mid] <= threshold else (mid, hi)
+    return SearchResult(prefix_masks(order, [hi])[0], by_k[hi], by_k, len(by_k))
 
 
 def greedy_drop(kept: Tensor, order: Tensor, losses: Losses, threshold: float,
@@ -107,41 +103,62 @@ def greedy_drop(kept: Tensor, order: Tensor, losses: Losses, threshold: float,
                 ) -> tuple[Tensor, float | None, int]:
     """Switch off kept nodes, least important first, while the circuit still passes.
 
-    Candidates go ``batch`` at a time: first all of them removed together (one evaluation; most
-    of a ranking's tail goes this way); if that fails, each in turn, removed if the circuit
-    without it passes — sequential greedy, each candidate tried once against the circuit as it
-    is by then. ``speculate`` evaluates the chunk's remaining single removals in one batched
-    call and takes the first that passes (the ones after it were judged against a circuit that
-    has since changed, so they are evaluated again): the same circuit in fewer, larger calls,
-    which pays where a batched forward costs about what one does (a GPU), not on a CPU, where
-    it costs per mask. Returns the circuit, the loss of the last removal taken (None if none
+    Candidates go ``batch`` at a time, and a group is tried as one removal: taken if the circuit
+    without it passes. A group that fails is split in halves, the first tried, then the second —
+    unless the first was just taken: the circuit without it and without the second is what the
+    whole failed group left, so the second is known to fail and is split at once. A single node
+    that fails stays. Most of a ranking's tail goes in whole chunks, and a chunk that holds one
+    needed node among 16 costs about 2·log2(16) evaluations, not 16 single removals.
+
+    ``speculate`` evaluates, with a group, its first half, that half's first half and so on down
+    to one node — the groups tried next while each fails, all against the circuit as it is — in
+    one batched call, and uses them until the circuit changes: the same circuit in fewer, larger
+    calls, which pays where a batched forward costs about what one does (a GPU), not on a CPU,
+    where it costs per mask. Returns the circuit, the loss of the last removal taken (None if none
     was) and the number of circuits evaluated."""
     kept = kept.clone()
     candidates = [int(i) for i in order.flip(0) if kept[i]]
     last_loss: float | None = None
     evaluations = 0
+    known: dict[tuple[int, ...], float] = {}  # losses judged against the circuit as it is now
 
-    def without(nodes: list[int]) -> Tensor:
-        mask = kept.clone()
-        mask[nodes] = False
-        return mask
-
-    while candidates:
-        chunk, candidates = candidates[:batch], candidates[batch:]
-        (joint,) = losses(without(chunk)[None])
-        evaluations += 1
-        if joint <= threshold:
-            kept[chunk] = False
-            last_loss = joint
-            continue
-        while chunk:
-            tried = chunk if speculate else chunk[:1]
-            singles = losses(torch.stack([without([node]) for node in tried]))
+    def loss_without(group: list[int]) -> float:
+        nonlocal evaluations
+        if tuple(group) not in known:
+            tried = [group]
+            while speculate and len(tried[-1]) > 1:
+                tried.append(tried[-1][:len(tried[-1]) // 2])
+            masks = torch.stack([kept.clone().index_fill_(0, torch.tensor(g), False)
+                                 for g in tried])
+            known.update(zip(map(tuple, tried), losses(masks), strict=True))
             evaluations += len(tried)
-            first = next((i for i, loss in enumerate(singles) if loss <= threshold), None)
-            if first is None:
-                chunk = chunk[len(tried):]
-                continue
-            kept[tried[first]] = False
-            last_loss, chunk = singles[first], chunk[first + 1:]
+        return known[tuple(group)]
+
+    def drop(group: list[int], known_to_fail: bool) -> bool:
+        """Take ``group`` or as much of it as passes; True when all of it was taken."""
+        nonlocal last_loss
+        if not known_to_fail:
+            loss = loss_without(group)
+            if loss <= threshold:
+                kept[group] = False
+                last_loss = loss
+                known.clear()
+                return True
+        if len(group) == 1:
+            return False
+        half = len(group) // 2
+        first_taken = drop(group[:half], known_to_fail=False)
+        drop(group[half:], known_to_fail=first_taken)
+        return False
+
+    size = batch
+    while candidates:
+        group, candidates = candidates[:size], candidates[size:]
+        drop(group, known_to_fail=False)
+        # The next group's size follows the share of needed nodes just met (the tail of a ranking
+        # is mostly removable, its head mostly needed): about one needed node per group is when
+        # halving pays, and single removals are cheapest where every node is needed.
+        needed = int(kept[group].sum())
+        size = 2 * size if needed == 0 else 2 ** int(math.log2(len(group) / needed))
+        size = max(1, min(size, 4 * batch))
     return kept, last_loss, evaluations

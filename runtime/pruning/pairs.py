@@ -59,9 +59,15 @@ class PairBatch:
         last = self.last[rows]
         return PairBatch(self.tokens[rows, : int(last.max()) + 1], last, self.candidates[rows])
 
-    def chunks(self, size: int) -> list[PairBatch]:
+    def chunks(self, size: int, by_length: bool = False) -> list[PairBatch]:
+        """Consecutive sub-batches of ``size`` pairs; ``by_length``: of pairs sorted by their
+        longer prompt, so each chunk is padded only to its own longest (a forward over padding
+        computes nothing a task loss reads)."""
         n = len(self)
-        return [self.pairs(torch.arange(i, min(i + size, n))) for i in range(0, n, size)]
+        order = torch.arange(n, device=self.last.device)
+        if by_length:
+            order = torch.sort(self.last.view(n, 2).max(1).values, stable=True).indices
+        return [self.pairs(order[i : i + size]) for i in range(0, n, size)]
 
     def to(self, device: torch.device) -> PairBatch:
         return PairBatch(self.tokens.to(device), self.last.to(device), self.candidates.to(device))

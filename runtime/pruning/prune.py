@@ -57,6 +57,7 @@ WEIGHT_DECAY = 1e-3
 BETAS = (0.9, 0.95)
 WARMUP = 0.05
 EVAL_ROWS = 1024  # prompt rows per no-grad forward (mask sets × pairs × 2): bounds memory
+LENGTH_BUCKET_PAIRS = 16  # pairs per forward, sorted by length, each padded to its own longest
 CALIBRATION_PAIRS = 64  # training pairs each candidate's calibration (3 parameters) is fitted on
 ATTRIBUTION_PAIRS = 256  # training pairs the tie-breaking attribution is computed on
 RANDOM_CIRCUITS = 8  # random node sets of the circuit's size, for the baseline
@@ -75,6 +76,18 @@ def set_losses(model: SparseGPT, batch: PairBatch, sets: int) -> Tensor:
     last = model(batch.tokens, batch.last)  # (sets·2N, V): logits at each prompt's last token
     two = last.gather(1, batch.candidates).float()  # (sets·2N, 2), correct answer in column 0
     return two_way_loss(two).view(sets, -1).mean(1)
+
+
+def bucketed_set_losses(model: SparseGPT, batch: PairBatch, hook: Callable[[str, Tensor], Tensor],
+                        sets: int, freeze_norms: bool) -> Tensor:
+    """``set_losses`` of ``batch`` tiled ``sets`` times under ``hook``, one forward per length
+    bucket of pairs: the same losses (up to float reduction order) for less padding."""
+    total = torch.zeros((), device=batch.tokens.device)
+    for part in batch.chunks(LENGTH_BUCKET_PAIRS, by_length=True):
+        scales = full_model_scales(model, part.tokens, part.last) if freeze_norms else None
+        with hooked(model, hook), frozen_scales(model, scales):
+            total = total + set_losses(model, part.tiled(sets), sets) * (len(part) / len(batch))
+    return total
 
 
 def task_loss(model: SparseGPT, batch: PairBatch) -> Tensor:
@@ -113,9 +126,9 @@ class Judge:
         self.n_evaluations = 0
 
     def _chunks(self, batch: PairBatch) -> list[tuple[PairBatch, list[Tensor] | None]]:
-        size = max(1, min(len(batch), EVAL_ROWS // 2))
+        size = max(1, min(len(batch), EVAL_ROWS // 2, LENGTH_BUCKET_PAIRS))
         return [(chunk, full_model_scales(self.model, chunk.tokens, chunk.last)
-                 if self.freeze_norms else None) for chunk in batch.chunks(size)]
+                 if self.freeze_norms else None) for chunk in batch.chunks(size, by_length=True)]
 
     @torch.no_grad()
     def two_logits(self, masks: Tensor,
@@ -249,9 +262,8 @@ def optimise_masks(
         batch = train.pairs(index.to(device))
         temperature = torch.tensor([[settings[i].temperature] for i in active], device=device)
         gates = heaviside_ste(torch.stack([taus[i] for i in active]), temperature)  # (A, n)
-        scales = full_model_scales(model, batch.tokens, batch.last) if freeze_norms else None
-        with hooked(model, gate_hook(layout, gates, fill)), frozen_scales(model, scales):
-            losses = set_losses(model, batch.tiled(len(active)), len(active))  # (A,)
+        losses = bucketed_set_losses(model, batch, gate_hook(layout, gates, fill), len(active),
+                                     freeze_norms)  # (A,)
         n_on = gates.sum(1)
         losses_seen = losses.detach()
         k_coef = torch.tensor([settings[i].k_coef for i in active], device=device)
@@ -292,9 +304,7 @@ def attribution(model: SparseGPT, layout: NodeLayout, fill: dict[str, Tensor], t
     """−∂L/∂g at the learned mask g = Heaviside(τ): the first-order loss increase from switching
     each node off (or decrease from switching it on). Breaks ties in τ."""
     gates = (tau > 0).float().requires_grad_()
-    scales = full_model_scales(model, batch.tokens, batch.last) if freeze_norms else None
-    with hooked(model, gate_hook(layout, gates, fill)), frozen_scales(model, scales):
-        loss = task_loss(model, batch)
+    loss = bucketed_set_losses(model, batch, gate_hook(layout, gates, fill), 1, freeze_norms)[0]
     (grad,) = torch.autograd.grad(loss, gates)
     return -grad.detach()
 

@@ -77,7 +77,25 @@ def test_greedy_drop_keeps_exactly_the_needed_nodes() -> None:
     result, loss, evaluations = greedy_drop(kept, order, losses, threshold=0.15)
     assert set(result.nonzero().flatten().tolist()) == needed
     assert loss == 0.05
-    assert evaluations < 100  # whole chunks go at once where they can
+    # 50 candidates in chunks of 16, 16, 16, 2 (least important first), one needed node in each
+    # of three: whole halves go where they can, so a needed node costs ~2·log2(16) evaluations,
+    # where trying every node of a failing chunk alone would cost 16 each (51 in all).
+    assert evaluations <= 24
+
+
+def test_greedy_drop_halves_a_failing_group_instead_of_trying_each_node() -> None:
+    needed = {5}
+
+    def losses(masks: torch.Tensor) -> list[float]:
+        return [0.05 if m[5] else 0.6 for m in masks]
+
+    kept = torch.ones(16, dtype=torch.bool)
+    result, _, evaluations = greedy_drop(kept, torch.arange(16), losses, threshold=0.15)
+    assert set(result.nonzero().flatten().tolist()) == needed
+    # Least important first: all 16 fail; [15..8] is taken, so [7..0] is known to fail and is
+    # halved untried; [7..4] fails; [7, 6] is taken, so [5, 4] is known to fail; [5] fails;
+    # [4] is taken; [3..0] is taken: 7 evaluations, where 1 + 16 single removals were 17.
+    assert evaluations == 7
 
 
 def test_greedy_drop_speculating_finds_the_same_circuit_in_fewer_calls() -> None:
@@ -103,5 +121,5 @@ def test_greedy_drop_speculating_finds_the_same_circuit_in_fewer_calls() -> None
         results[False], results[True]
     assert lazy == spec and lazy_loss == spec_loss
     assert needed <= {i for i, on in enumerate(lazy) if on} and sum(lazy) < 70
-    assert lazy_evals <= 70 + 5  # each candidate once, plus one joint try per chunk of 16
+    assert lazy_evals <= 5 * 31  # at worst every group of a chunk's halving tree, 5 chunks
     assert spec_calls < lazy_calls
