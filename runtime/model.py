@@ -6,9 +6,10 @@ untied embedding and unembedding, optional learned positions, optional attention
 optional dense bigram table. Every node site applies AbsTopK (keep the largest |x| along the
 feature axis; at ``final_in`` only with ``final_topk``, as the paper has none there) and then,
 when ``SparseGPT.hook`` is set, hands the activation to the hook, which may replace it (pruning
-mean-ablates nodes this way). Site and parameter names are the contract
-in docs/jobs.md. Weight sparsity itself is not in the model: the training loop projects the
-tensors named by ``sparse_parameters`` after every step (runtime/training/sparsity.py).
+mean-ablates nodes this way; a site the hook replaces wholesale is not computed, ``Sites.node``).
+Site and parameter names are the contract in docs/jobs.md. Weight sparsity itself is not in the
+model: the training loop projects the tensors named by ``sparse_parameters`` after every step
+(runtime/training/sparsity.py).
 """
 
 from __future__ import annotations
@@ -25,8 +26,32 @@ from torch import Tensor, nn
 from spec.recipe import DataSpec, ModelSpec
 
 Hook = Callable[[str, Tensor], Tensor]
-"""``hook(site, activation) -> activation``, called at every node site. Blocks receive one that
-takes the local site name (``"q"``) and adds their layer prefix (``"l3.q"``)."""
+"""``hook(site, activation) -> activation``, called at every node site. A hook may also have a
+``fixed(site) -> Tensor | None`` method: the one (width,) row it replaces *every* activation of
+the site by, if it does (a pruned circuit's fully ablated site), so the model need not compute
+the site at all."""
+
+
+class Sites:
+    """The hook as one block sees it: local site names (``"q"``) get the block's prefix
+    (``"l3."``)."""
+
+    def __init__(self, hook: Hook | None, prefix: str) -> None:
+        self.hook, self.prefix = hook, prefix
+        self.fixed: Callable[[str], Tensor | None] | None = getattr(hook, "fixed", None)
+
+    def __call__(self, kind: str, x: Tensor) -> Tensor:
+        return x if self.hook is None else self.hook(self.prefix + kind, x)
+
+    def node(self, kind: str, lead: torch.Size, compute: Callable[[], Tensor]) -> Tensor:
+        """The site's activations (*lead, width): ``compute()`` through the hook, or the hook's
+        fixed row at every position without calling ``compute`` — nothing upstream of a site is
+        computed for a site that is replaced wholesale. (Materialised, not a stride-0 view, so
+        what reads it runs the kernels it runs on computed activations: the same bits.)"""
+        value = None if self.fixed is None else self.fixed(self.prefix + kind)
+        if value is None:
+            return self(kind, compute())
+        return value.expand(*lead, -1).contiguous()
 
 
 @dataclass(frozen=True)
@@ -108,20 +133,20 @@ class Attention(nn.Module):
         self.sink = nn.Parameter(torch.zeros(cfg.n_head)) if cfg.attention_sink else None
         self.topk = AbsTopK(cfg.afrac)
 
-    def forward(self, x: Tensor, site: Hook, positions: Tensor | None = None) -> Tensor:
-        """(B, T, C) → (B, T, C); with ``positions`` (B,), only the query at one position per
-        row is computed: → (B, C), and q and attn_out are (B, C) at their sites."""
+    def forward(self, x: Tensor, site: Sites, positions: Tensor | None = None) -> Tensor:
+        """(B, T, C) → (B, T, C) before the ``attn_out`` site; with ``positions`` (B,), only the
+        query at one position per row is computed: → (B, C), and q is (B, C) at its site."""
         B, T, C = x.shape
         if positions is None:
-            q, Tq = site("q", self.topk(self.q_proj(x))), T  # (B, T, C)
+            xq, Tq = x, T  # (B, T, C)
             visible = None  # plain causal: SDPA's is_causal says it without a T×T mask
         else:
-            rows = torch.arange(B, device=x.device)
-            q, Tq = site("q", self.topk(self.q_proj(x[rows, positions]))), 1  # (B, C)
+            xq, Tq = x[torch.arange(B, device=x.device), positions], 1  # (B, C)
             keys = torch.arange(T, device=x.device)
             visible = (keys <= positions[:, None]).view(B, 1, 1, T)  # each row's own causal row
-        k = site("k", self.topk(self.k_proj(x)))
-        v = site("v", self.topk(self.v_proj(x)))
+        q = site.node("q", xq.shape[:-1], lambda: self.topk(self.q_proj(xq)))
+        k = site.node("k", x.shape[:-1], lambda: self.topk(self.k_proj(x)))
+        v = site.node("v", x.shape[:-1], lambda: self.topk(self.v_proj(x)))
         q = q.view(B, Tq, self.n_head, self.d_head).transpose(1, 2)  # (B, H, Tq, dh)
         k, v = (a.view(B, T, self.n_head, self.d_head).transpose(1, 2) for a in (k, v))
         if self.sink is None:  # (B, H, T, dh), or (B, H, 1, dh) at given positions
@@ -136,7 +161,7 @@ class Attention(nn.Module):
             att = torch.cat([att, sink], dim=-1).float().softmax(dim=-1)[..., :-1]  # drop sink
             y = att.to(v.dtype) @ v  # (B, H, Tq, dh)
         y = y.transpose(1, 2).reshape(B, T, C) if positions is None else y.reshape(B, C)
-        return site("attn_out", self.topk(self.o_proj(y)))
+        return self.topk(self.o_proj(y))
 
 
 class MLP(nn.Module):
@@ -146,9 +171,10 @@ class MLP(nn.Module):
         self.proj = nn.Linear(cfg.d_mlp, cfg.d_model)
         self.topk = AbsTopK(cfg.afrac)
 
-    def forward(self, x: Tensor, site: Hook) -> Tensor:
-        h = site("mlp_neuron", self.topk(F.gelu(self.fc(x))))  # (B, T, d_mlp)
-        return site("mlp_out", self.topk(self.proj(h)))  # (B, T, C)
+    def forward(self, x: Tensor, site: Sites) -> Tensor:
+        """(B, T, C) → (B, T, C) before the ``mlp_out`` site."""
+        h = site.node("mlp_neuron", x.shape[:-1], lambda: self.topk(F.gelu(self.fc(x))))
+        return self.topk(self.proj(h))
 
 
 class Block(nn.Module):
@@ -160,15 +186,17 @@ class Block(nn.Module):
         self.mlp = MLP(cfg)
         self.topk = AbsTopK(cfg.afrac)
 
-    def forward(self, x: Tensor, site: Hook, positions: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, site: Sites, positions: Tensor | None = None) -> Tensor:
         """(B, T, C) → (B, T, C); with ``positions`` (B,), only the output at one position per
         row, (B, C): what the last block owes a task loss. Keys and values still see every
         position; the query, attention output and MLP run at that position alone."""
-        read = site("attn_in", self.topk(self.ln_attn(x)))
-        if positions is not None:
-            x = x[torch.arange(len(positions), device=x.device), positions]  # (B, C)
-        x = x + self.attn(read, site, positions)
-        return x + self.mlp(site("mlp_in", self.topk(self.ln_mlp(x))), site)
+        out = x if positions is None else x[torch.arange(len(x), device=x.device), positions]
+        lead = out.shape[:-1]  # (B, T) or (B,)
+        h = out + site.node("attn_out", lead, lambda: self.attn(
+            site.node("attn_in", x.shape[:-1], lambda: self.topk(self.ln_attn(x))), site,
+            positions))
+        return h + site.node("mlp_out", lead, lambda: self.mlp(
+            site.node("mlp_in", lead, lambda: self.topk(self.ln_mlp(h))), site))
 
 
 class SparseGPT(nn.Module):
@@ -199,9 +227,6 @@ class SparseGPT(nn.Module):
             elif param.dim() == 2:
                 nn.init.normal_(param, std=0.02)
 
-    def _site(self, name: str, x: Tensor) -> Tensor:
-        return x if self.hook is None else self.hook(name, x)
-
     def forward(self, idx: Tensor, positions: Tensor | None = None) -> Tensor:
         """``idx`` (B, T) token ids → next-token logits (B, T, V). With ``positions`` (B,), only
         the logits at one position per row, (B, V): all a task loss needs. The last block then
@@ -215,11 +240,12 @@ class SparseGPT(nn.Module):
             x = x + self.wpe(torch.arange(T, device=idx.device))
         last = len(self.blocks) - 1
         for layer, block in enumerate(self.blocks):
-            x = block(x, lambda name, a, layer=layer: self._site(f"l{layer}.{name}", a),
+            x = block(x, Sites(self.hook, f"l{layer}."),
                       positions if layer == last else None)  # → (B, C) after the last block
         if positions is not None:
             idx = idx[torch.arange(len(positions), device=idx.device), positions]  # (B,)
-        x = self._site("final_in", self.topk(self.ln_f(x)))  # (B, T, C) or (B, C)
+        x = Sites(self.hook, "").node("final_in", x.shape[:-1],
+                                      lambda: self.topk(self.ln_f(x)))  # (B, T, C) or (B, C)
         logits = self.lm_head(x)  # (B, T, V) or (B, V)
         if self.bigram is not None:
             logits = logits + self.bigram(idx)  # the current (last seen) token's row

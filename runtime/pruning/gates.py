@@ -4,7 +4,7 @@ is replaced by.
 A gate ``g`` ablates its node at every position: ``x ← g·x + (1 − g)·fill``. Gates come as one
 flat vector per mask set (``runtime.pruning.circuit.NodeLayout`` numbers the nodes); several mask
 sets can share one forward pass: the batch is tiled once per set (``PairBatch.tiled``) and
-``gate_hook`` applies set ``m``'s gates to the ``m``-th slice of the rows.
+``GateHook`` applies set ``m``'s gates to the ``m``-th slice of the rows.
 
 Fills (``ablation_values``): ``mean`` replaces a node by its mean over pretraining tokens (the
 paper), ``zero`` by 0. With ``silent_zero`` a node that is exactly zero at every position of the
@@ -100,17 +100,29 @@ def silence_to_zero(fill: dict[str, Tensor], layout: NodeLayout,
             for site, value in fill.items()}
 
 
-def gate_hook(layout: NodeLayout, gates: Tensor, fill: dict[str, Tensor]) -> Hook:
+class GateHook:
     """The model hook that applies per-node ``gates`` (1 keeps, 0 ablates) at every site.
 
     ``gates`` is ``(n_nodes,)`` for one mask set or ``(M, n_nodes)`` for M sets, in which case the
-    activations' rows are M equal slices (a ``tiled`` batch) and slice m gets set m's gates."""
-    per_site = layout.split(gates) if gates.dim() == 1 else dict(
-        zip(layout.sites, gates.split(list(layout.widths), dim=1), strict=True))
+    activations' rows are M equal slices (a ``tiled`` batch) and slice m gets set m's gates.
+    Where no gradient is wanted, a site whose every gate is 0 in every set is its fill alone,
+    whatever the model computes there: ``fixed`` says so and the model skips computing it (a
+    small circuit leaves most sites empty). With a gradient the fill is not enough: d/dg needs
+    the activation an ablated node would have had."""
 
-    def hook(site: str, x: Tensor) -> Tensor:
-        g = per_site[site].to(x.dtype)
-        m = fill[site].to(x.dtype)
+    def __init__(self, layout: NodeLayout, gates: Tensor, fill: dict[str, Tensor]) -> None:
+        self.per_site = layout.split(gates) if gates.dim() == 1 else dict(
+            zip(layout.sites, gates.split(list(layout.widths), dim=1), strict=True))
+        self.fill = fill
+        self.ablated = set() if gates.requires_grad else {
+            site for site, g in self.per_site.items() if not bool(g.any())}
+
+    def fixed(self, site: str) -> Tensor | None:
+        return self.fill[site] if site in self.ablated else None
+
+    def __call__(self, site: str, x: Tensor) -> Tensor:
+        g = self.per_site[site].to(x.dtype)
+        m = self.fill[site].to(x.dtype)
         if g.dim() == 2:  # (M, W) → (M, 1, …, W) against x viewed as (M, rows/M, …, W)
             sets = g.shape[0]
             g = g.view(sets, *([1] * (x.dim() - 1)), g.shape[1])
@@ -118,4 +130,3 @@ def gate_hook(layout: NodeLayout, gates: Tensor, fill: dict[str, Tensor]) -> Hoo
             return (g * x.view(sets, -1, *x.shape[1:]) + (1 - g) * m).view_as(x)
         return g * x + (1 - g) * m
 
-    return hook

@@ -41,8 +41,8 @@ from runtime.pruning.calibrate import Calibration, calibrated_loss, fit_calibrat
 from runtime.pruning.circuit import Circuit, NodeLayout, count_edges
 from runtime.pruning.discretise import count_ties, greedy_drop, rank_nodes, search_k
 from runtime.pruning.gates import (
+    GateHook,
     ablation_values,
-    gate_hook,
     heaviside_ste,
     silence_to_zero,
     silent_nodes,
@@ -142,7 +142,7 @@ class Judge:
             for group in masks.split(sets):
                 tiled = chunk.tiled(len(group))
                 gates = group.to(device=device, dtype=torch.float32)
-                with hooked(self.model, gate_hook(self.layout, gates, self.fill)), \
+                with hooked(self.model, GateHook(self.layout, gates, self.fill)), \
                         frozen_scales(self.model, scales):
                     last = self.model(tiled.tokens, tiled.last)
                 rows.append(last.gather(1, tiled.candidates).float().view(len(group), -1, 2))
@@ -262,7 +262,7 @@ def optimise_masks(
         batch = train.pairs(index.to(device))
         temperature = torch.tensor([[settings[i].temperature] for i in active], device=device)
         gates = heaviside_ste(torch.stack([taus[i] for i in active]), temperature)  # (A, n)
-        losses = bucketed_set_losses(model, batch, gate_hook(layout, gates, fill), len(active),
+        losses = bucketed_set_losses(model, batch, GateHook(layout, gates, fill), len(active),
                                      freeze_norms)  # (A,)
         n_on = gates.sum(1)
         losses_seen = losses.detach()
@@ -304,7 +304,7 @@ def attribution(model: SparseGPT, layout: NodeLayout, fill: dict[str, Tensor], t
     """−∂L/∂g at the learned mask g = Heaviside(τ): the first-order loss increase from switching
     each node off (or decrease from switching it on). Breaks ties in τ."""
     gates = (tau > 0).float().requires_grad_()
-    loss = bucketed_set_losses(model, batch, gate_hook(layout, gates, fill), 1, freeze_norms)[0]
+    loss = bucketed_set_losses(model, batch, GateHook(layout, gates, fill), 1, freeze_norms)[0]
     (grad,) = torch.autograd.grad(loss, gates)
     return -grad.detach()
 
@@ -461,7 +461,7 @@ def kl_to_full(model: SparseGPT, layout: NodeLayout, fill: dict[str, Tensor], ke
     for chunk in batch.chunks(max(1, EVAL_ROWS // 4)):
         full = F.log_softmax(model(chunk.tokens, chunk.last).float(), -1)
         scales = full_model_scales(model, chunk.tokens, chunk.last) if freeze_norms else None
-        with hooked(model, gate_hook(layout, kept.float().to(full.device), fill)), \
+        with hooked(model, GateHook(layout, kept.float().to(full.device), fill)), \
                 frozen_scales(model, scales):
             pruned = F.log_softmax(model(chunk.tokens, chunk.last).float(), -1)
         total += float(F.kl_div(pruned, full, log_target=True, reduction="sum"))

@@ -103,6 +103,44 @@ def test_hook_can_replace_activations() -> None:
     assert torch.equal(model(idx), baseline)
 
 
+
+class Replacing:
+    """A hook that replaces the sites in ``fixed_sites`` by a constant row, and says so."""
+
+    def __init__(self, fixed_sites: set[str], announce: bool) -> None:
+        self.fixed_sites, self.announce, self.seen = fixed_sites, announce, set[str]()
+
+    def row(self, site: str, width: int) -> Tensor:
+        return torch.linspace(-1, 1, width) * (1 + len(site))
+
+    def __call__(self, site: str, x: Tensor) -> Tensor:
+        self.seen.add(site)
+        return self.row(site, x.shape[-1]).expand_as(x) if site in self.fixed_sites else x
+
+    def fixed(self, site: str) -> Tensor | None:
+        if not self.announce or site not in self.fixed_sites:
+            return None
+        return self.row(site, TINY.d_mlp if site.endswith("mlp_neuron") else TINY.d_model)
+
+
+@pytest.mark.parametrize("positions", [None, torch.tensor([15, 3, 9])], ids=["all", "last"])
+def test_a_site_the_hook_fixes_is_not_computed_and_the_logits_are_the_same_bits(
+    positions: Tensor | None,
+) -> None:
+    # l0's attention output fixed: nothing of l0's attention is computed (attn_in, q, k, v);
+    # l1's MLP neurons fixed: only those. Fixing changes no bit of the logits.
+    model, idx = model_for(TINY), tokens(TINY)
+    fixed = {"l0.attn_out", "l1.mlp_neuron", "l1.k"}
+    outputs = {}
+    for announce in (False, True):
+        model.hook = hook = Replacing(fixed, announce)
+        outputs[announce] = model(idx, positions)
+        if announce:
+            skipped = {"l0.attn_in", "l0.q", "l0.k", "l0.v"} | fixed
+            assert hook.seen == {f"l{layer}.{kind}" for layer in (0, 1)
+                                 for kind in SITES_PER_LAYER} - skipped | {"final_in"}
+    assert torch.equal(outputs[True], outputs[False])
+
 @pytest.mark.parametrize("cfg", [TINY, FULL], ids=["plain", "sink+learned+bigram"])
 def test_attention_is_causal(cfg: GPTConfig) -> None:
     model = model_for(cfg)

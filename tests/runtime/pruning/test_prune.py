@@ -14,8 +14,8 @@ from runtime.pruning.ablation import compute_site_means, hooked
 from runtime.pruning.calibrate import Calibration, fit_calibration
 from runtime.pruning.circuit import NodeLayout, count_edges
 from runtime.pruning.gates import (
+    GateHook,
     ablation_values,
-    gate_hook,
     heaviside_ste,
     silence_to_zero,
     silent_nodes,
@@ -170,7 +170,7 @@ def test_frozen_norms_replay_the_full_models_scales(planted_ns: SimpleNamespace)
         seen.append(scale)
         return scale
 
-    with hooked(model, gate_hook(layout, without_noise.float(), fill)):
+    with hooked(model, GateHook(layout, without_noise.float(), fill)):
         norm.scale_hook = spy
         model(batch.tokens, batch.last)
         norm.scale_hook = None
@@ -178,11 +178,29 @@ def test_frozen_norms_replay_the_full_models_scales(planted_ns: SimpleNamespace)
         with frozen_scales(model, full):
             frozen = model(batch.tokens, batch.last)
     assert not torch.allclose(live, full[1])  # ablation changed the norm's input …
-    with hooked(model, gate_hook(layout, without_noise.float(), fill)):
+    with hooked(model, GateHook(layout, without_noise.float(), fill)):
         unfrozen = model(batch.tokens, batch.last)
     assert not torch.allclose(frozen, unfrozen)  # … and freezing undoes that
     assert all(n.scale_hook is None for n in (norm, model.blocks[0].ln_attn, model.ln_f))
 
+
+
+def test_fully_ablated_sites_are_skipped_without_changing_a_bit(
+        planted_ns: SimpleNamespace) -> None:
+    model, layout, fill = planted_ns.model, planted_ns.layout, planted_ns.fill
+    batch = planted_ns.heldout.pairs(torch.arange(8))
+    masks = torch.rand(3, layout.n_nodes, generator=torch.Generator().manual_seed(0)) < 0.2
+    start = layout.offsets["l0.q"]
+    masks[:, start:start + layout.widths[layout.sites.index("l0.q")]] = False  # empty in every set
+    hook = GateHook(layout, masks.float(), fill)
+    assert "l0.q" in hook.ablated
+    assert not GateHook(layout, masks.float().requires_grad_(), fill).ablated  # d/dg needs x
+    tiled = batch.tiled(3)
+    with torch.no_grad(), hooked(model, hook):
+        skipping = model(tiled.tokens, tiled.last)
+    with torch.no_grad(), hooked(model, lambda site, x: hook(site, x)):  # no ``fixed``
+        computing = model(tiled.tokens, tiled.last)
+    assert torch.equal(skipping, computing)
 
 def test_silent_nodes_are_zero_wherever_they_could_reach_the_answer(
         planted_ns: SimpleNamespace) -> None:
@@ -268,17 +286,17 @@ def test_task_loss_is_ln2_when_the_answers_tie() -> None:
 def test_gates_interpolate_between_activation_and_mean(planted_ns: SimpleNamespace) -> None:
     layout, fill = planted_ns.layout, planted_ns.fill
     x = torch.randn(2, 3, 16)
-    ones = gate_hook(layout, torch.ones(layout.n_nodes), fill)
-    zeros = gate_hook(layout, torch.zeros(layout.n_nodes), fill)
+    ones = GateHook(layout, torch.ones(layout.n_nodes), fill)
+    zeros = GateHook(layout, torch.zeros(layout.n_nodes), fill)
     assert torch.equal(ones("l0.q", x), x)
     assert torch.allclose(zeros("l0.q", x), fill["l0.q"].expand_as(x))
     zero_fill = ablation_values(layout, None, "zero", torch.device("cpu"))
-    assert gate_hook(layout, torch.zeros(layout.n_nodes), zero_fill)("final_in", x).abs().sum() == 0
+    assert GateHook(layout, torch.zeros(layout.n_nodes), zero_fill)("final_in", x).abs().sum() == 0
     # All gates on reproduces the unhooked model exactly.
     assert evaluate(planted_ns.model, planted_ns.heldout, ones) == evaluate(
         planted_ns.model, planted_ns.heldout, None)
     # M mask sets on a tiled batch: slice m gets set m's gates.
-    two = gate_hook(layout, torch.stack([torch.ones(layout.n_nodes), torch.zeros(layout.n_nodes)]),
+    two = GateHook(layout, torch.stack([torch.ones(layout.n_nodes), torch.zeros(layout.n_nodes)]),
                     fill)("l0.q", torch.cat([x, x]))
     assert torch.equal(two[:2], x)
     assert torch.allclose(two[2:], fill["l0.q"].expand_as(x))
