@@ -193,7 +193,8 @@ def bench_quickstart(qs: Quickstart, tasks: Sequence[str], n_settings: int, tria
           f"{spec.heldout_pairs} held-out pairs, threshold {spec.loss_threshold}, "
           f"settle_steps {spec.settle_steps} in the search")
     print(f"{'task':<18}{'1 setting s':>13}{f'{n_settings} batched s':>15}{'ratio':>11}"
-          f"{f'{trials}-trial prune() s':>20}{'/ train':>11}{'edges':>7}   load")
+          f"{f'{trials}-trial prune() s':>20}{'/ train':>11}{'edges':>7}{'circuits judged':>17}"
+          f"   load")
     for name in tasks:
         train_pairs, heldout, test = task_pairs(qs, name)
         one, many, search = Times(), Times(), Times()
@@ -213,9 +214,11 @@ def bench_quickstart(qs: Quickstart, tasks: Sequence[str], n_settings: int, tria
         ratios = [b / a for a, b in zip(one.cpu, many.cpu, strict=True)]
         edges = "-" if found is None or found.circuit is None else \
             str(min(t.n_edges for t in found.trials if t.n_edges is not None))
+        judged = "-" if found is None else str(sum(t.evaluations for t in found.trials))
         print(f"{name:<18}{span(one.cpu):>13}{span(many.cpu):>15}{span(ratios):>10}×"
               f"{span(search.cpu, '.1f'):>20}"
-              f"{span([s / qs.train_cpu_s for s in search.cpu]):>10}×{edges:>7}   {load_average()}")
+              f"{span([s / qs.train_cpu_s for s in search.cpu]):>10}×{edges:>7}{judged:>17}"
+              f"   {load_average()}")
         print(f"{'  (wall s)':<18}{span(one.wall):>13}{span(many.wall):>15}{'':>11}"
               f"{span(search.wall, '.1f'):>20}")
         if profile:
