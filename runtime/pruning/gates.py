@@ -16,7 +16,6 @@ to hold it at zero — the distractors the mean-injection effect adds to circuit
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -26,8 +25,6 @@ from runtime.model import SparseGPT
 from runtime.pruning.ablation import hooked
 from runtime.pruning.circuit import NodeLayout
 from runtime.pruning.pairs import PairBatch
-
-Hook = Callable[[str, Tensor], Tensor]
 
 
 class HeavisideSTE(torch.autograd.Function):
