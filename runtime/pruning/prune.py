@@ -126,9 +126,9 @@ class Judge:
         self.n_evaluations = 0
 
     def _chunks(self, batch: PairBatch) -> list[tuple[PairBatch, list[Tensor] | None]]:
-        size = max(1, min(len(batch), EVAL_ROWS // 2, LENGTH_BUCKET_PAIRS))
         return [(chunk, full_model_scales(self.model, chunk.tokens, chunk.last)
-                 if self.freeze_norms else None) for chunk in batch.chunks(size, by_length=True)]
+                 if self.freeze_norms else None)
+                for chunk in batch.chunks(LENGTH_BUCKET_PAIRS, by_length=True)]
 
     @torch.no_grad()
     def two_logits(self, masks: Tensor,

@@ -103,7 +103,6 @@ def test_hook_can_replace_activations() -> None:
     assert torch.equal(model(idx), baseline)
 
 
-
 class Replacing:
     """A hook that replaces the sites in ``fixed_sites`` by a constant row, and says so."""
 
@@ -140,6 +139,7 @@ def test_a_site_the_hook_fixes_is_not_computed_and_the_logits_are_the_same_bits(
             assert hook.seen == {f"l{layer}.{kind}" for layer in (0, 1)
                                  for kind in SITES_PER_LAYER} - skipped | {"final_in"}
     assert torch.equal(outputs[True], outputs[False])
+
 
 @pytest.mark.parametrize("cfg", [TINY, FULL], ids=["plain", "sink+learned+bigram"])
 def test_attention_is_causal(cfg: GPTConfig) -> None:

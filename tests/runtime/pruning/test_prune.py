@@ -184,7 +184,6 @@ def test_frozen_norms_replay_the_full_models_scales(planted_ns: SimpleNamespace)
     assert all(n.scale_hook is None for n in (norm, model.blocks[0].ln_attn, model.ln_f))
 
 
-
 def test_fully_ablated_sites_are_skipped_without_changing_a_bit(
         planted_ns: SimpleNamespace) -> None:
     model, layout, fill = planted_ns.model, planted_ns.layout, planted_ns.fill
@@ -201,6 +200,7 @@ def test_fully_ablated_sites_are_skipped_without_changing_a_bit(
     with torch.no_grad(), hooked(model, lambda site, x: hook(site, x)):  # no ``fixed``
         computing = model(tiled.tokens, tiled.last)
     assert torch.equal(skipping, computing)
+
 
 def test_silent_nodes_are_zero_wherever_they_could_reach_the_answer(
         planted_ns: SimpleNamespace) -> None:
