@@ -223,8 +223,8 @@ TABLES: dict[str, str] = {
 # pruning seed the smallest circuit counts (a k_coef sweep: the circuit is by definition the
 # smallest one reaching the threshold); over pruning seeds (replicates, not a search) the median.
 # A circuit flagged not_distinguishable from its control has no n_edges here (found stays true).
-# The protocol is what makes circuit sizes comparable: the threshold, the ablation and the set of
-# tasks the run was pruned on, found or not.
+# The protocol is what makes circuit sizes comparable: the threshold, the ablation as judged
+# (``JUDGED_ABLATION``) and the set of tasks the run was pruned on, found or not.
 TASK_EDGES_VIEW = """
 CREATE OR REPLACE VIEW task_edges AS
 WITH per_seed AS (
@@ -310,13 +310,25 @@ SELECT * EXCLUDE (m_lt, m_le), """ + pareto_flag("geomean_edges") + """
 FROM ranked
 """
 
+# What a circuit's ``ablation`` says in the ``circuits`` view: the fill (mean | zero) and every
+# judging option that changes what reaching the threshold means, where it is not the default
+# (calibrated, live norms, mean-filled silent nodes): ``mean``, ``mean+frozen_norms``,
+# ``zero+uncalibrated``. Every view groups and joins circuits by it, so circuits judged
+# differently are different protocols, never minimised together like a k_coef sweep's.
+# (``circuits_all`` keeps the bare fill; NULL options, from jobs older than the option, add
+# nothing.)
+JUDGED_ABLATION = """ablation
+    || CASE WHEN calibrate = false THEN '+uncalibrated' ELSE '' END
+    || CASE WHEN freeze_norms THEN '+frozen_norms' ELSE '' END
+    || CASE WHEN silent_zero THEN '+silent_zero' ELSE '' END"""
+
 # A job re-run by newer code (the same config and inputs, another code version: a new key) does
 # not add a second model or circuit: the newest of an identity is the current row, the older
 # ones stay in the *_all tables with superseded_by naming it. Set at every ingest.
 SUPERSEDED_VIEWS = tuple(f"""
 CREATE OR REPLACE VIEW {name} AS
-SELECT * EXCLUDE (identity, superseded_by) FROM {name}_all WHERE superseded_by IS NULL
-""" for name in ("runs", "circuits"))
+SELECT * EXCLUDE (identity, superseded_by){replace} FROM {name}_all WHERE superseded_by IS NULL
+""" for name, replace in (("runs", ""), ("circuits", f" REPLACE ({JUDGED_ABLATION} AS ablation)")))
 MARK_SUPERSEDED = tuple(f"""
 UPDATE {name}_all AS t SET superseded_by = CASE WHEN s.newest = t.key THEN NULL ELSE s.newest END
 FROM (SELECT key, first(key ORDER BY created_at DESC NULLS LAST, key DESC)

@@ -213,6 +213,8 @@ def prune_job(
     prune_seed: int = 0,
     control: str | None = None,
     full_model_loss: float = 0.05,
+    calibrate: bool = True,
+    freeze_norms: bool = False,
 ) -> Path:
     train_config = json.loads((train_dir / CONFIG_FILE).read_text())
     n_layer = train_config["model"]["n_layer"]
@@ -220,7 +222,7 @@ def prune_job(
         "seed": prune_seed, "task": task,
         **({"control": control} if control else {}),
         "prune": {"tasks": [task], "loss_threshold": loss_threshold, "ablation": ablation,
-                  "k_coef": k_coef},
+                  "k_coef": k_coef, "calibrate": calibrate, "freeze_norms": freeze_norms},
         "inputs": {"tokenize": "jobs/tokenize-000000000000",
                    "train": f"{JOBS_DIR}/{train_dir.name}", "stats": "jobs/stats-000000000000"},
         "meta": train_config.get("meta", {}),
@@ -238,7 +240,8 @@ def prune_job(
         "n_nodes": len(nodes), "nodes_by_kind": by_kind, "n_edges": n_edges,
         "edges_by_type": {"mlp_neuron->mlp_out": n_edges},
         "sufficiency_loss": loss_threshold * 0.9, "necessity_loss": 0.69,
-        "random_circuit_loss": 0.6, "kl_to_full": 0.3, "calibrate": True, "freeze_norms": False,
+        "random_circuit_loss": 0.6, "kl_to_full": 0.3, "calibrate": calibrate,
+        "freeze_norms": freeze_norms,
         "silent_zero": False, "calibration_scale": 1.2, "tied_nodes": 0, "n_test_pairs": 512,
         "found": found, "reason": None if found else "threshold not reached",
         # a two-trial search: the recipe's own setting and one that found a bigger circuit

@@ -79,6 +79,26 @@ def test_protocols_keep_unlike_circuits_apart(frontier: dict[str, dict]) -> None
     assert frontier["A"]["tasks"] == sorted([QUOTE, BRACKET])
 
 
+def test_circuits_judged_differently_are_other_protocols_not_a_smaller_circuit(
+    tmp_path: Path,
+) -> None:
+    # A sweep over how circuits are judged (frozen norms, no calibration) is not a k_coef sweep:
+    # its smaller circuits answer another question and must not win the run's minimum.
+    train = synthetic.train_job(tmp_path, sparsity_target=0.1, heldout_loss=2.0)
+    synthetic.prune_job(tmp_path, train, QUOTE, 40)
+    synthetic.prune_job(tmp_path, train, QUOTE, 5, freeze_norms=True)
+    synthetic.prune_job(tmp_path, train, QUOTE, 90, calibrate=False)
+    ingest(tmp_path)
+    rows = fetch(tmp_path, "SELECT ablation, protocol, geomean_edges FROM frontier "
+                           "ORDER BY geomean_edges").to_pylist()
+    assert [(r["ablation"], round(r["geomean_edges"], 6)) for r in rows] == [
+        ("mean+frozen_norms", 5.0), ("mean", 40.0), ("mean+uncalibrated", 90.0)]
+    assert rows[1]["protocol"] == f"mean@0.15:{QUOTE}"  # the default reads as before
+    assert len({r["protocol"] for r in rows}) == 3
+    bare = fetch(tmp_path, "SELECT DISTINCT ablation FROM circuits_all").to_pylist()
+    assert bare == [{"ablation": "mean"}]  # the table keeps the fill; the view names the options
+
+
 def test_missing_circuit_keeps_the_run_in_its_protocol(frontier: dict[str, dict]) -> None:
     row = frontier["I"]
     assert row["protocol"] == frontier["A"]["protocol"]
