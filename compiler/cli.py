@@ -576,7 +576,7 @@ def frontier(
             raise StoreError(f"{error}\n{left}".rstrip()) from None
         matched = describe_matched(matched_runs(ws, chosen, task), task,
                                    matched_families(ws, chosen, task))
-    sys.stderr.write(f"wrote {path}\n" + (left + "\n" if left else "")
+    sys.stderr.write(f"wrote {path} (protocol {chosen})\n" + (left + "\n" if left else "")
                      + (matched + "\n" if matched else ""))
 
 

@@ -17,11 +17,13 @@ from results.query import fetch
 from results.store import StoreError
 from runtime.job import RESULTS_FILE
 
-# The protocol with most complete runs (ties: most runs, then by name, so the choice is stable).
+# The protocol with most complete runs (ties: most runs, then the paper's judging before a
+# switched one such as mean+frozen_norms, then by name, so the choice is stable).
 DEFAULT_PROTOCOL_SQL = """
 SELECT protocol FROM frontier
 GROUP BY protocol
-ORDER BY count(*) FILTER (geomean_edges IS NOT NULL) DESC, count(*) DESC, protocol
+ORDER BY count(*) FILTER (geomean_edges IS NOT NULL) DESC, count(*) DESC,
+         bool_or(ablation LIKE '%+%'), protocol
 LIMIT 1
 """
 RUN_PROTOCOLS_SQL = """

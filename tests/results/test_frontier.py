@@ -95,6 +95,7 @@ def test_circuits_judged_differently_are_other_protocols_not_a_smaller_circuit(
         ("mean+frozen_norms", 5.0), ("mean", 40.0), ("mean+uncalibrated", 90.0)]
     assert rows[1]["protocol"] == f"mean@0.15:{QUOTE}"  # the default reads as before
     assert len({r["protocol"] for r in rows}) == 3
+    assert default_protocol(tmp_path) == rows[1]["protocol"]  # on a tie, the paper's judging
     bare = fetch(tmp_path, "SELECT DISTINCT ablation FROM circuits_all").to_pylist()
     assert bare == [{"ablation": "mean"}]  # the table keeps the fill; the view names the options
 
