@@ -133,17 +133,24 @@ class Attention(nn.Module):
         self.sink = nn.Parameter(torch.zeros(cfg.n_head)) if cfg.attention_sink else None
         self.topk = AbsTopK(cfg.afrac)
 
-    def forward(self, x: Tensor, site: Sites, positions: Tensor | None = None) -> Tensor:
-        """(B, T, C) → (B, T, C) before the ``attn_out`` site; with ``positions`` (B,), only the
-        query at one position per row is computed: → (B, C), and q is (B, C) at its site."""
+    def forward(self, x: Tensor, site: Sites, positions: Tensor | None = None,
+                attend: Tensor | None = None) -> Tensor:
+        """(B, T, C) → (B, T, C) before the ``attn_out`` site; with ``positions`` (B,) or (B, R),
+        only the queries at those positions are computed: → (B·R, C), and q is (B·R, C) at its
+        site. ``attend`` (B, T, T) bool: which keys each query sees (default: causal)."""
         B, T, C = x.shape
         if positions is None:
             xq, Tq = x, T  # (B, T, C)
-            visible = None  # plain causal: SDPA's is_causal says it without a T×T mask
+            # plain causal: SDPA's is_causal says it without a T×T mask
+            visible = None if attend is None else attend.view(B, 1, T, T)
         else:
-            xq, Tq = x[torch.arange(B, device=x.device), positions], 1  # (B, C)
+            rows = torch.arange(B, device=x.device)[:, None]
+            at = positions.view(B, -1)  # (B, R)
+            Tq = at.shape[1]
+            xq = x[rows, at].view(B * Tq, C)  # (B·R, C)
             keys = torch.arange(T, device=x.device)
-            visible = (keys <= positions[:, None]).view(B, 1, 1, T)  # each row's own causal row
+            seen = keys <= at[..., None] if attend is None else attend[rows, at]  # (B, R, T)
+            visible = seen.view(B, 1, Tq, T)  # each query's own row of the mask
         q = site.node("q", xq.shape[:-1], lambda: self.topk(self.q_proj(xq)))
         k = site.node("k", x.shape[:-1], lambda: self.topk(self.k_proj(x)))
         v = site.node("v", x.shape[:-1], lambda: self.topk(self.v_proj(x)))
@@ -154,13 +161,14 @@ class Attention(nn.Module):
                                                is_causal=visible is None)
         else:
             if visible is None:
-                visible = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()  # (Tq, T)
+                visible = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()  # (T, T)
             att = (q @ k.transpose(-2, -1)) / math.sqrt(self.d_head)  # (B, H, Tq, T)
             att = att.masked_fill(~visible, float("-inf"))
             sink = self.sink.view(1, -1, 1, 1).expand(B, -1, Tq, 1).to(att.dtype)
             att = torch.cat([att, sink], dim=-1).float().softmax(dim=-1)[..., :-1]  # drop sink
             y = att.to(v.dtype) @ v  # (B, H, Tq, dh)
-        y = y.transpose(1, 2).reshape(B, T, C) if positions is None else y.reshape(B, C)
+        y = y.transpose(1, 2)  # (B, Tq, H, dh)
+        y = y.reshape(B, T, C) if positions is None else y.reshape(B * Tq, C)
         return self.topk(self.o_proj(y))
 
 
@@ -186,17 +194,24 @@ class Block(nn.Module):
         self.mlp = MLP(cfg)
         self.topk = AbsTopK(cfg.afrac)
 
-    def forward(self, x: Tensor, site: Sites, positions: Tensor | None = None) -> Tensor:
-        """(B, T, C) → (B, T, C); with ``positions`` (B,), only the output at one position per
-        row, (B, C): what the last block owes a task loss. Keys and values still see every
-        position; the query, attention output and MLP run at that position alone."""
-        out = x if positions is None else x[torch.arange(len(x), device=x.device), positions]
-        lead = out.shape[:-1]  # (B, T) or (B,)
+    def forward(self, x: Tensor, site: Sites, positions: Tensor | None = None,
+                attend: Tensor | None = None) -> Tensor:
+        """(B, T, C) → (B, T, C); with ``positions`` (B,) or (B, R), only the outputs at those
+        positions, (B·R, C): what the last block owes a task loss. Keys and values still see
+        every position; the query, attention output and MLP run at those positions alone."""
+        out = x if positions is None else at_positions(x, positions)
+        lead = out.shape[:-1]  # (B, T) or (B·R,)
         h = out + site.node("attn_out", lead, lambda: self.attn(
             site.node("attn_in", x.shape[:-1], lambda: self.topk(self.ln_attn(x))), site,
-            positions))
+            positions, attend))
         return h + site.node("mlp_out", lead, lambda: self.mlp(
             site.node("mlp_in", lead, lambda: self.topk(self.ln_mlp(h))), site))
+
+
+def at_positions(x: Tensor, positions: Tensor) -> Tensor:
+    """Rows of ``x`` (B, T, …) at ``positions`` (B,) or (B, R) of each row → (B·R, …)."""
+    B = x.shape[0]
+    return x[torch.arange(B, device=x.device)[:, None], positions.view(B, -1)].flatten(0, 1)
 
 
 class SparseGPT(nn.Module):
@@ -227,23 +242,28 @@ class SparseGPT(nn.Module):
             elif param.dim() == 2:
                 nn.init.normal_(param, std=0.02)
 
-    def forward(self, idx: Tensor, positions: Tensor | None = None) -> Tensor:
-        """``idx`` (B, T) token ids → next-token logits (B, T, V). With ``positions`` (B,), only
-        the logits at one position per row, (B, V): all a task loss needs. The last block then
-        runs its query, attention output and MLP at that position only (its sites are (B, C),
-        as ``final_in`` is), and most of the unembedding is skipped; both dominate small models."""
+    def forward(self, idx: Tensor, positions: Tensor | None = None,
+                pos_ids: Tensor | None = None, attend: Tensor | None = None) -> Tensor:
+        """``idx`` (B, T) token ids → next-token logits (B, T, V). With ``positions`` (B,) or
+        (B, R), only the logits at those positions, (B·R, V): all a task loss needs. The last
+        block then runs its query, attention output and MLP at those positions only (its sites
+        are (B·R, C), as ``final_in`` is), and most of the unembedding is skipped; both dominate
+        small models. ``pos_ids`` (B, T) and ``attend`` (B, T, T) bool replace the positions
+        0…T-1 and the causal mask: several sequences packed into one row (a prompt pair sharing
+        its common prefix, ``runtime.pruning.pairs.PackedPairs``)."""
         T = idx.shape[1]
-        if self.cfg.context < T:
-            raise ValueError(f"sequence length {T} exceeds the context {self.cfg.context}")
+        longest = T if pos_ids is None else int(pos_ids.max()) + 1
+        if self.cfg.context < longest:
+            raise ValueError(f"sequence length {longest} exceeds the context {self.cfg.context}")
         x = self.wte(idx)  # (B, T, C)
         if self.wpe is not None:
-            x = x + self.wpe(torch.arange(T, device=idx.device))
+            x = x + self.wpe(torch.arange(T, device=idx.device) if pos_ids is None else pos_ids)
         last = len(self.blocks) - 1
         for layer, block in enumerate(self.blocks):
-            x = block(x, Sites(self.hook, f"l{layer}."),
-                      positions if layer == last else None)  # → (B, C) after the last block
+            x = block(x, Sites(self.hook, f"l{layer}."), positions if layer == last else None,
+                      attend)  # → (B·R, C) after the last block
         if positions is not None:
-            idx = idx[torch.arange(len(positions), device=idx.device), positions]  # (B,)
+            idx = at_positions(idx, positions)  # (B·R,)
         x = Sites(self.hook, "").node("final_in", x.shape[:-1],
                                       lambda: self.topk(self.ln_f(x)))  # (B, T, C) or (B, C)
         logits = self.lm_head(x)  # (B, T, V) or (B, V)

@@ -17,6 +17,7 @@ from torch import Tensor
 
 from runtime.model import RMSNorm, SparseGPT
 from runtime.pruning.ablation import hooked
+from runtime.pruning.pairs import PackedPairs, PairBatch
 
 
 def _norms(model: SparseGPT) -> list[RMSNorm]:
@@ -24,7 +25,7 @@ def _norms(model: SparseGPT) -> list[RMSNorm]:
 
 
 @torch.no_grad()
-def full_model_scales(model: SparseGPT, tokens: Tensor, last: Tensor) -> list[Tensor]:
+def full_model_scales(model: SparseGPT, prompts: PairBatch | PackedPairs) -> list[Tensor]:
     """Each norm's scale (rows, T or nothing, 1) in the unhooked model on these prompts."""
     norms = _norms(model)
     scales: list[Tensor | None] = [None] * len(norms)
@@ -39,7 +40,7 @@ def full_model_scales(model: SparseGPT, tokens: Tensor, last: Tensor) -> list[Te
         norm.scale_hook = recorder(i)
     try:
         with hooked(model, None):
-            model(tokens, last)
+            prompts.logits(model)
     finally:
         for norm in norms:
             norm.scale_hook = None

@@ -48,7 +48,7 @@ from runtime.pruning.gates import (
     silent_nodes,
 )
 from runtime.pruning.norms import frozen_scales, full_model_scales
-from runtime.pruning.pairs import PairBatch
+from runtime.pruning.pairs import PackedPairs, PairBatch
 from spec.recipe import PruneSpec
 
 TAU_INIT_MEAN = 0.1
@@ -84,7 +84,7 @@ def bucketed_set_losses(model: SparseGPT, batch: PairBatch, hook: Callable[[str,
     bucket of pairs: the same losses (up to float reduction order) for less padding."""
     total = torch.zeros((), device=batch.tokens.device)
     for part in batch.chunks(LENGTH_BUCKET_PAIRS, by_length=True):
-        scales = full_model_scales(model, part.tokens, part.last) if freeze_norms else None
+        scales = full_model_scales(model, part) if freeze_norms else None
         with hooked(model, hook), frozen_scales(model, scales):
             total = total + set_losses(model, part.tiled(sets), sets) * (len(part) / len(batch))
     return total
@@ -113,7 +113,9 @@ def evaluate(model: SparseGPT, batch: PairBatch, hook: Callable[[str, Tensor], T
 class Judge:
     """Task losses of many candidate circuits on fixed pairs: gates are on/off masks, the rest of
     the model is ablated to ``fill``; norms frozen if asked; calibrated on ``calibration`` pairs
-    if given. Chunks (and their frozen norm scales) are built once and reused for every call."""
+    if given. Chunks (and their frozen norm scales) are built once and reused for every call,
+    each pair packed into one row that holds its prompts' common prefix once (``PackedPairs``:
+    the same answer logits from ~40 % fewer tokens; most of a search is spent here)."""
 
     def __init__(self, model: SparseGPT, layout: NodeLayout, fill: dict[str, Tensor],
                  pairs: PairBatch, calibration: PairBatch | None, freeze_norms: bool) -> None:
@@ -125,14 +127,14 @@ class Judge:
         self.calibration = None if calibration is None else self._chunks(calibration)
         self.n_evaluations = 0
 
-    def _chunks(self, batch: PairBatch) -> list[tuple[PairBatch, list[Tensor] | None]]:
-        return [(chunk, full_model_scales(self.model, chunk.tokens, chunk.last)
-                 if self.freeze_norms else None)
-                for chunk in batch.chunks(LENGTH_BUCKET_PAIRS, by_length=True)]
+    def _chunks(self, batch: PairBatch) -> list[tuple[PackedPairs, list[Tensor] | None]]:
+        packed = [chunk.packed() for chunk in batch.chunks(LENGTH_BUCKET_PAIRS, by_length=True)]
+        return [(chunk, full_model_scales(self.model, chunk) if self.freeze_norms else None)
+                for chunk in packed]
 
     @torch.no_grad()
     def two_logits(self, masks: Tensor,
-                   chunks: list[tuple[PairBatch, list[Tensor] | None]]) -> Tensor:
+                   chunks: list[tuple[PackedPairs, list[Tensor] | None]]) -> Tensor:
         """(M, 2N, 2) answer logits of each mask's circuit on the chunks' pairs."""
         device = chunks[0][0].tokens.device
         per_chunk = []
@@ -144,12 +146,12 @@ class Judge:
                 gates = group.to(device=device, dtype=torch.float32)
                 with hooked(self.model, GateHook(self.layout, gates, self.fill)), \
                         frozen_scales(self.model, scales):
-                    last = self.model(tiled.tokens, tiled.last)
+                    last = tiled.logits(self.model)
                 rows.append(last.gather(1, tiled.candidates).float().view(len(group), -1, 2))
             per_chunk.append(torch.cat(rows))
         return torch.cat(per_chunk, dim=1)
 
-    def candidates(self, chunks: list[tuple[PairBatch, list[Tensor] | None]]) -> Tensor:
+    def candidates(self, chunks: list[tuple[PackedPairs, list[Tensor] | None]]) -> Tensor:
         return torch.cat([chunk.candidates for chunk, _ in chunks])
 
     def calibrations(self, masks: Tensor) -> list[Calibration]:
@@ -460,7 +462,7 @@ def kl_to_full(model: SparseGPT, layout: NodeLayout, fill: dict[str, Tensor], ke
     total = 0.0
     for chunk in batch.chunks(max(1, EVAL_ROWS // 4)):
         full = F.log_softmax(model(chunk.tokens, chunk.last).float(), -1)
-        scales = full_model_scales(model, chunk.tokens, chunk.last) if freeze_norms else None
+        scales = full_model_scales(model, chunk) if freeze_norms else None
         with hooked(model, GateHook(layout, kept.float().to(full.device), fill)), \
                 frozen_scales(model, scales):
             pruned = F.log_softmax(model(chunk.tokens, chunk.last).float(), -1)

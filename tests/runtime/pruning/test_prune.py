@@ -162,7 +162,7 @@ def test_frozen_norms_replay_the_full_models_scales(planted_ns: SimpleNamespace)
     batch = planted_ns.heldout.pairs(torch.arange(8))
     without_noise = layout.mask([]).logical_not()
     without_noise[layout.index("l0.attn_out", 6)] = False  # NOISE: changes ln_mlp's input RMS
-    full = full_model_scales(model, batch.tokens, batch.last)
+    full = full_model_scales(model, batch)
     seen: list[torch.Tensor] = []
     norm = model.blocks[0].ln_mlp
 
