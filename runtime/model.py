@@ -265,8 +265,8 @@ class SparseGPT(nn.Module):
         if positions is not None:
             idx = at_positions(idx, positions)  # (B·R,)
         x = Sites(self.hook, "").node("final_in", x.shape[:-1],
-                                      lambda: self.topk(self.ln_f(x)))  # (B, T, C) or (B, C)
-        logits = self.lm_head(x)  # (B, T, V) or (B, V)
+                                      lambda: self.topk(self.ln_f(x)))  # (B, T, C) or (B·R, C)
+        logits = self.lm_head(x)  # (B, T, V) or (B·R, V)
         if self.bigram is not None:
             logits = logits + self.bigram(idx)  # the current (last seen) token's row
         return logits
