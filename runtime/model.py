@@ -148,8 +148,8 @@ class Attention(nn.Module):
             at = positions.view(B, -1)  # (B, R)
             Tq = at.shape[1]
             xq = x[rows, at].view(B * Tq, C)  # (B·R, C)
-            keys = torch.arange(T, device=x.device)
-            seen = keys <= at[..., None] if attend is None else attend[rows, at]  # (B, R, T)
+            seen = (torch.arange(T, device=x.device) <= at[..., None] if attend is None
+                    else attend[rows, at])  # (B, R, T)
             visible = seen.view(B, 1, Tq, T)  # each query's own row of the mask
         q = site.node("q", xq.shape[:-1], lambda: self.topk(self.q_proj(xq)))
         k = site.node("k", x.shape[:-1], lambda: self.topk(self.k_proj(x)))

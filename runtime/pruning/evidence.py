@@ -118,7 +118,7 @@ def class_means(model: SparseGPT, batch: PairBatch, nodes: list[tuple[str, int]]
         return x
 
     with hooked(model, record):
-        model(batch.tokens, batch.last)
+        batch.logits(model)
     means: dict[tuple[str, int], list[float]] = {}
     for site, chs in channels.items():
         acts = torch.cat(seen[site])  # (2N, n_channels)

@@ -85,7 +85,7 @@ def silent_nodes(model: SparseGPT, layout: NodeLayout, batch: PairBatch) -> Tens
         return x
 
     with hooked(model, record):
-        model(batch.tokens, batch.last)
+        batch.logits(model)
     return ~layout.join(fired).cpu()
 
 

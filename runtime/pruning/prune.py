@@ -73,7 +73,7 @@ Progress = Callable[[dict[str, Any]], None]
 
 def set_losses(model: SparseGPT, batch: PairBatch, sets: int) -> Tensor:
     """(sets,) task loss of each slice of a batch tiled ``sets`` times (hooks decide the gates)."""
-    last = model(batch.tokens, batch.last)  # (sets·2N, V): logits at each prompt's last token
+    last = batch.logits(model)  # (sets·2N, V): logits at each prompt's last token
     two = last.gather(1, batch.candidates).float()  # (sets·2N, 2), correct answer in column 0
     return two_way_loss(two).view(sets, -1).mean(1)
 
@@ -461,11 +461,11 @@ def kl_to_full(model: SparseGPT, layout: NodeLayout, fill: dict[str, Tensor], ke
     """Mean over prompts of KL(full model ‖ circuit) of the next-token distribution."""
     total = 0.0
     for chunk in batch.chunks(max(1, EVAL_ROWS // 4)):
-        full = F.log_softmax(model(chunk.tokens, chunk.last).float(), -1)
+        full = F.log_softmax(chunk.logits(model).float(), -1)
         scales = full_model_scales(model, chunk) if freeze_norms else None
         with hooked(model, GateHook(layout, kept.float().to(full.device), fill)), \
                 frozen_scales(model, scales):
-            pruned = F.log_softmax(model(chunk.tokens, chunk.last).float(), -1)
+            pruned = F.log_softmax(chunk.logits(model).float(), -1)
         total += float(F.kl_div(pruned, full, log_target=True, reduction="sum"))
     return total / (2 * len(batch))
 
