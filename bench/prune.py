@@ -63,6 +63,9 @@ PHASES = [
     ("mask optimisation", "optimise_masks", None),
     ("attribution (ties)", "attribution", None),
     ("circuit forwards (judge)", "two_logits", None),
+    ("calibration (forwards and fits)", "calibrations", None),
+    ("k search", "search_k", None),
+    ("greedy dropping", "greedy_drop", None),
     ("calibration fits", "fit_calibration", None),
     ("validation", "validate", None),
 ]

@@ -6,6 +6,10 @@ the final logits with 16 LBFGS steps. Here the scale is one number and the shift
 answer token (a shift shared by every logit cancels in the two-way loss, so only per-token biases
 mean anything); both are fitted on the task's *training* pairs and then applied to the pairs that
 judge the circuit, so calibration cannot overfit the judging split.
+
+A calibration fitted anywhere is one point of the family, so the lowest loss any calibration
+reaches on the judging pairs themselves (``lowest_calibrated_loss``) bounds the judged loss from
+below: a circuit whose bound misses the threshold fails without its calibration pairs being run.
 """
 
 from __future__ import annotations
@@ -13,9 +17,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 LBFGS_STEPS = 16
+NEWTON_STEPS = 50
+NEWTON_TOLERANCE = 1e-12  # Newton decrement² (≈ twice the gap to the minimum) counted as converged
+BACKTRACK = 0.5 ** torch.arange(12, dtype=torch.float64)  # step lengths tried at once
 
 
 @dataclass(frozen=True)
@@ -76,6 +84,50 @@ def fit_calibration(two: Tensor, candidates: Tensor, steps: int = LBFGS_STEPS) -
     before = float(two_way_loss(two).mean())
     after = float(two_way_loss(fitted.apply(two, candidates)).mean())
     return fitted if after <= before else Calibration.identity()
+
+
+def lowest_calibrated_loss(two: Tensor, candidates: Tensor) -> Tensor:
+    """(M,) the minimum over calibrations of the mean two-way loss of each mask's ``two``
+    (M, 2N, 2) logits, minus its remaining Newton decrement²; NaN where Newton has not converged
+    (e.g. logits a growing scale separates ever better, whose infimum 0 is never reached).
+
+    Only the margin between the two answers matters, so this is logistic regression with every
+    label positive: the features of a prompt are its logit margin (the scale's) and, per answer
+    token but the first, +1/−1 where it is the correct/other answer (the shifts' differences; a
+    common shift cancels). Convex, with 1 + (tokens − 1) parameters: damped Newton, all masks at
+    once, from the identity (scale 1, no shift)."""
+    two = two.double()
+    tokens = torch.unique(candidates)
+    onehot = (candidates.unsqueeze(-1) == tokens[1:]).double()  # (2N, 2, J-1)
+    features = torch.cat([(two[..., 0] - two[..., 1]).unsqueeze(-1),  # (M, 2N, 1 + J-1)
+                          (onehot[:, 0] - onehot[:, 1]).expand(len(two), -1, -1)], -1)
+    theta = torch.zeros(len(two), features.shape[-1], dtype=torch.float64)
+    theta[:, 0] = 1.0
+
+    def loss(theta: Tensor) -> Tensor:  # (M, S, K) → (M, S)
+        return F.softplus(-torch.einsum("mpk,msk->msp", features, theta)).mean(-1)
+
+    ridge = 1e-12 * torch.eye(features.shape[-1], dtype=torch.float64)
+    decrement = torch.full((len(two),), torch.inf, dtype=torch.float64)
+    current = loss(theta.unsqueeze(1))[:, 0]
+    for _ in range(NEWTON_STEPS):
+        margin = torch.einsum("mpk,mk->mp", features, theta)
+        wrong = torch.sigmoid(-margin)  # ∂softplus(−m)/∂(−m)
+        gradient = -(wrong.unsqueeze(-1) * features).mean(1)
+        curvature = wrong * (1 - wrong)
+        hessian = torch.einsum("mp,mpk,mpl->mkl", curvature, features, features) / margin.shape[1]
+        step = torch.linalg.solve(hessian + ridge, gradient.unsqueeze(-1)).squeeze(-1)
+        decrement = (gradient * step).sum(-1)
+        if bool((decrement < NEWTON_TOLERANCE).all()):
+            break
+        # the longest step that lowers the loss by at least a quarter of what Newton predicts
+        trials = loss(theta.unsqueeze(1) - BACKTRACK[:, None] * step.unsqueeze(1))  # (M, S)
+        enough = trials <= current.unsqueeze(1) - 0.25 * BACKTRACK * decrement.unsqueeze(1)
+        pick = torch.where(enough.any(1), enough.float().argmax(1), len(BACKTRACK) - 1)
+        theta = theta - BACKTRACK[pick].unsqueeze(1) * step
+        current = trials.gather(1, pick.unsqueeze(1)).squeeze(1)
+    converged = decrement < NEWTON_TOLERANCE
+    return torch.where(converged, current - decrement, torch.nan)
 
 
 def calibrated_loss(calibration: Calibration, two: Tensor, candidates: Tensor) -> float:

@@ -17,7 +17,9 @@ threshold. Two things make that naive version wrong in practice, and both are ha
   and keeps every removal after which the circuit still passes.
 
 Every loss here comes from ``losses(masks)``: one number per candidate mask (rows of a (M, n)
-bool tensor), computed by the caller on fixed pairs, batched over masks.
+bool tensor), computed by the caller on fixed pairs, batched over masks; ``inf`` for a circuit
+the caller already knows fails (only pass or fail matters there, except where ``search_k`` picks
+the best of failing grid points, and then it asks for real losses).
 """
 
 from __future__ import annotations
@@ -67,8 +69,11 @@ class SearchResult:
     n_evaluations: int = 0
 
 
-def search_k(order: Tensor, losses: Losses, threshold: float) -> SearchResult:
-    """The smallest prefix of ``order`` whose loss is at most ``threshold`` (see module doc)."""
+def search_k(order: Tensor, losses: Losses, threshold: float,
+             exact: Losses | None = None) -> SearchResult:
+    """The smallest prefix of ``order`` whose loss is at most ``threshold`` (see module doc).
+    ``losses`` may answer ``inf`` for a circuit known to fail; ``exact`` (default ``losses``)
+    gives the real losses where the search must choose among failing prefixes."""
     n = len(order)
     by_k: dict[int, float] = {}
 
@@ -81,6 +86,9 @@ def search_k(order: Tensor, losses: Losses, threshold: float) -> SearchResult:
     evaluate(grid)
     passing = [k for k in grid if by_k[k] <= threshold]
     if not passing:  # a passing window may hide between grid points: look around the best one
+        unknown = [k for k in grid if math.isinf(by_k[k])]
+        if unknown and exact is not None:
+            by_k.update(zip(unknown, exact(prefix_masks(order, unknown)), strict=True))
         best = grid.index(min(grid, key=by_k.__getitem__))
         lo, hi = grid[max(best - 1, 0)], grid[min(best + 1, len(grid) - 1)]
         fine = sorted({round(lo + (hi - lo) * j / FINE_POINTS) for j in range(FINE_POINTS + 1)})

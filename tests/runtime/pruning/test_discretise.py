@@ -47,6 +47,28 @@ def test_search_finds_the_smallest_passing_k_when_the_loss_is_not_monotone() -> 
     assert result.n_evaluations < 80  # 17 grid, 16 around the best, the bracket below
 
 
+def test_search_asks_for_real_losses_only_where_it_picks_among_failures() -> None:
+    # Losses that answer inf for every failing prefix find the same circuit as the real ones:
+    # the window between grid points is found through the exact losses of the grid.
+    n = 1000
+    table = {k: 0.3 + abs(k - 450) / 1000 if abs(k - 450) > 20 else 0.1 for k in range(n + 1)}
+    real = by_prefix(table, 1.0)
+    asked: list[int] = []
+
+    def exact(masks: torch.Tensor) -> list[float]:
+        asked.extend(int(m.sum()) for m in masks)
+        return real(masks)
+
+    def screened(masks: torch.Tensor) -> list[float]:
+        return [loss if loss <= 0.15 else float("inf") for loss in real(masks)]
+
+    reference = search_k(torch.arange(n), real, threshold=0.15)
+    result = search_k(torch.arange(n), screened, threshold=0.15, exact=exact)
+    assert int(reference.kept.sum()) == int(result.kept.sum()) == 430
+    assert result.loss == reference.loss
+    assert sorted(asked) == k_grid(n)  # once, for the grid, to find its best point
+
+
 def test_search_reports_none_when_no_prefix_passes() -> None:
     result = search_k(torch.arange(50), by_prefix({}, 0.7), threshold=0.15)
     assert result.kept is None and result.loss is None

@@ -141,6 +141,27 @@ def test_calibration_rescues_a_circuit_whose_logits_are_off(planted_ns: SimpleNa
         assert (loss <= THRESHOLD) == passes, (calibrate, loss)
 
 
+def test_screened_judging_fails_only_what_fails_and_keeps_every_other_loss(
+        planted_ns: SimpleNamespace) -> None:
+    # The planted circuit, it without each of its nodes, and random circuits: a screened loss is
+    # inf only where the real one misses the threshold, and the real one everywhere else.
+    layout, truth = planted_ns.layout, planted_ns.truth
+    kept = layout.mask(sorted(truth.nodes))
+    singles = kept.repeat(len(truth.nodes), 1)
+    for row, node in zip(singles, sorted(truth.nodes), strict=True):
+        row[layout.index(*node)] = False
+    randoms = torch.rand(8, layout.n_nodes, generator=torch.Generator().manual_seed(0)) < 0.5
+    masks = torch.cat([kept[None], singles, randoms | kept, randoms])
+    judge = Judge(planted_ns.model, layout, planted_ns.fill, planted_ns.heldout,
+                  planted_ns.train, freeze_norms=False)
+    exact = judge.losses(masks)
+    screened = judge.losses(masks, fail_above=THRESHOLD)
+    assert judge.n_screened > 0
+    for real, quick in zip(exact, screened, strict=True):
+        assert quick == real or (math.isinf(quick) and real > THRESHOLD)
+    assert sum(loss <= THRESHOLD for loss in exact) > 1  # both outcomes occur
+
+
 def test_fit_calibration_recovers_a_known_scale_and_shift() -> None:
     generator = torch.Generator().manual_seed(0)
     margin = 4 + torch.rand(200, generator=generator)  # correct minus other, before the damage
