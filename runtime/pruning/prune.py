@@ -27,6 +27,7 @@ averaged over both prompts of every pair (chance ln 2).
 from __future__ import annotations
 
 import functools
+import hashlib
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -135,8 +136,10 @@ class Judge:
         self.n_pairs = len(pairs)
         self.pairs = self._chunks(pairs)
         self.calibration = None if calibration is None else self._chunks(calibration)
-        self.n_evaluations = 0
-        self.n_screened = 0  # of those, failed by the calibration bound alone
+        self.n_evaluations = 0  # circuits asked about, repeats included
+        self.n_screened = 0  # circuits failed by the calibration bound alone
+        self.known: dict[bytes, float] = {}  # a circuit's digest → its loss
+        self.bounds: dict[bytes, float] = {}  # → the lowest loss any calibration could give it
 
     def _chunks(self, batch: PairBatch) -> list[tuple[PackedPairs, list[Tensor] | None]]:
         packed = [chunk.packed() for chunk in batch.chunks(LENGTH_BUCKET_PAIRS, by_length=True)]
@@ -175,9 +178,20 @@ class Judge:
     def losses(self, masks: Tensor, fail_above: float = math.inf) -> list[float]:
         """One loss per row of ``masks`` (M, n) bool. A circuit whose loss stays above
         ``fail_above`` under even the best calibration for the judging pairs themselves gets
-        ``inf``: it fails whatever the calibration pairs fit, so they are not run for it
-        (about half of a search's circuits, in ~1 ms each instead of a forward and a fit)."""
+        ``inf`` (its loss, if known): it fails whatever the calibration pairs fit, so they are
+        not run for it
+        (about half of a search's circuits, in ~1 ms each instead of a forward and a fit).
+        A circuit judged before is not run again (trials of a search often meet the same ones)."""
         self.n_evaluations += len(masks)
+        keys = [hashlib.blake2b(mask.cpu().numpy().tobytes(), digest_size=16).digest()
+                for mask in masks]
+        todo = [i for i, key in enumerate(keys) if key not in self.known
+                and not self.bounds.get(key, -math.inf) > fail_above]
+        if todo:
+            self._judge(masks[todo], [keys[i] for i in todo], fail_above)
+        return [self.known.get(key, math.inf) for key in keys]
+
+    def _judge(self, masks: Tensor, keys: list[bytes], fail_above: float) -> None:
         two = self.two_logits(masks, self.pairs)
         candidates = self.candidates(self.pairs)
         hopeful = torch.ones(len(masks), dtype=torch.bool)
@@ -187,13 +201,14 @@ class Judge:
             if bool(above.any()):
                 bound = lowest_calibrated_loss(two[above], candidates)
                 hopeful[above] = ~(bound > fail_above)  # NaN (not converged) stays hopeful
+                for i, value in zip(above.nonzero().flatten().tolist(), bound.tolist(),
+                                    strict=True):
+                    self.bounds[keys[i]] = value
         index = hopeful.nonzero().flatten()
         self.n_screened += len(masks) - len(index)
-        out = [math.inf] * len(masks)
         if len(index):
             for i, c in zip(index.tolist(), self.calibrations(masks[index]), strict=True):
-                out[i] = calibrated_loss(c, two[i], candidates)
-        return out
+                self.known[keys[i]] = calibrated_loss(c, two[i], candidates)
 
 
 def protocol_judge(model: SparseGPT, spec: PruneSpec, means: dict[str, Tensor] | None,

@@ -141,10 +141,11 @@ def test_calibration_rescues_a_circuit_whose_logits_are_off(planted_ns: SimpleNa
         assert (loss <= THRESHOLD) == passes, (calibrate, loss)
 
 
-def test_screened_judging_fails_only_what_fails_and_keeps_every_other_loss(
+def test_screened_judging_fails_only_what_fails_and_judges_each_circuit_once(
         planted_ns: SimpleNamespace) -> None:
     # The planted circuit, it without each of its nodes, and random circuits: a screened loss is
-    # inf only where the real one misses the threshold, and the real one everywhere else.
+    # inf only where the real one misses the threshold, and the real one everywhere else; asked
+    # again, the judge answers from what it has judged.
     layout, truth = planted_ns.layout, planted_ns.truth
     kept = layout.mask(sorted(truth.nodes))
     singles = kept.repeat(len(truth.nodes), 1)
@@ -154,12 +155,18 @@ def test_screened_judging_fails_only_what_fails_and_keeps_every_other_loss(
     masks = torch.cat([kept[None], singles, randoms | kept, randoms])
     judge = Judge(planted_ns.model, layout, planted_ns.fill, planted_ns.heldout,
                   planted_ns.train, freeze_norms=False)
-    exact = judge.losses(masks)
     screened = judge.losses(masks, fail_above=THRESHOLD)
+    exact = judge.losses(masks)
     assert judge.n_screened > 0
     for real, quick in zip(exact, screened, strict=True):
         assert quick == real or (math.isinf(quick) and real > THRESHOLD)
     assert sum(loss <= THRESHOLD for loss in exact) > 1  # both outcomes occur
+
+    def no_forward(*args: object) -> None:
+        raise AssertionError("a circuit judged before was run again")
+
+    judge.two_logits = no_forward  # type: ignore[assignment,method-assign]
+    assert judge.losses(masks) == exact and judge.losses(masks, THRESHOLD) == exact
 
 
 def test_fit_calibration_recovers_a_known_scale_and_shift() -> None:
