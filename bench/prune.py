@@ -61,7 +61,7 @@ PHASES = [
     ("forward", "set_losses", "optimise_masks"),
     ("backward", "backward", "optimise_masks"),
     ("mask optimisation", "optimise_masks", None),
-    ("attribution (ties)", "attribution", None),
+    ("attribution (ties)", "attributions", None),
     ("circuit forwards (judge)", "two_logits", None),
     ("calibration (forwards and fits)", "calibrations", None),
     ("k search", "search_k", None),

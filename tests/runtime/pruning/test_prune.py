@@ -26,6 +26,7 @@ from runtime.pruning.pairs import PairBatch, answer_token_ids, encode_pairs
 from runtime.pruning.prune import (
     Judge,
     MaskSetting,
+    attributions,
     evaluate,
     optimise_masks,
     prune,
@@ -101,6 +102,16 @@ def test_batched_trials_equal_trials_run_one_by_one(planted_ns: SimpleNamespace)
         assert alone.steps_run == trial.steps_run
         assert torch.allclose(alone.tau, trial.tau, atol=1e-6)
         assert torch.equal(alone.tau > 0, trial.tau > 0)
+
+
+def test_batched_attributions_equal_each_trials_own(planted_ns: SimpleNamespace) -> None:
+    taus = torch.randn(3, planted_ns.layout.n_nodes, generator=torch.Generator().manual_seed(1))
+    args = (planted_ns.model, planted_ns.layout, planted_ns.fill)
+    together = attributions(*args, taus, planted_ns.train, freeze_norms=False)
+    alone = torch.cat([attributions(*args, tau[None], planted_ns.train, freeze_norms=False)
+                       for tau in taus])
+    torch.testing.assert_close(together, alone, rtol=1e-4, atol=1e-7)
+    assert (together[0] != together[1]).any()  # each row is its own trial's
 
 
 def test_search_settings_start_at_the_spec_and_stay_in_range() -> None:
