@@ -9,7 +9,8 @@ threshold. Two things make that naive version wrong in practice, and both are ha
   kept nodes were tied.
 - **The loss is not monotone in k.** Ablating more nodes can *lower* the loss. So ``search_k``
   evaluates a geometric grid of k (0 included: an empty circuit can pass when the bias terms or
-  the bigram table solve the task) — and, when no grid k passes, an even grid around the best
+  the bigram table solve the task; up to its first passing k, all that decides the result) —
+  and, when no grid k passes, an even grid around the best
   one — takes the smallest k that passes, and then bisects the bracket below it (a k in there
   that passes is found or not; greedy dropping then removes what the prefix holds too much of,
   least important first). Finally ``greedy_drop``
@@ -69,11 +70,16 @@ class SearchResult:
     n_evaluations: int = 0
 
 
-def search_k(order: Tensor, losses: Losses, threshold: float,
-             exact: Losses | None = None) -> SearchResult:
+def search_k(order: Tensor, losses: Losses, threshold: float, exact: Losses | None = None,
+             speculate: bool = True) -> SearchResult:
     """The smallest prefix of ``order`` whose loss is at most ``threshold`` (see module doc).
     ``losses`` may answer ``inf`` for a circuit known to fail; ``exact`` (default ``losses``)
-    gives the real losses where the search must choose among failing prefixes."""
+    gives the real losses where the search must choose among failing prefixes.
+
+    Only the grid up to its first passing k decides the result. ``speculate`` evaluates the
+    whole grid in one batched call (a GPU, where a batch costs about what one circuit does);
+    without it the grid goes in ascending k and stops at the first that passes, which spares
+    its largest circuits, the dearest to judge (a CPU, where each circuit costs its own)."""
     n = len(order)
     by_k: dict[int, float] = {}
 
@@ -83,7 +89,11 @@ def search_k(order: Tensor, losses: Losses, threshold: float,
             by_k.update(zip(todo, losses(prefix_masks(order, todo)), strict=True))
 
     grid = k_grid(n)
-    evaluate(grid)
+    for part in [grid] if speculate else [[k] for k in grid]:
+        evaluate(part)
+        if any(by_k[k] <= threshold for k in part):
+            break
+    grid = [k for k in grid if k in by_k]
     passing = [k for k in grid if by_k[k] <= threshold]
     if not passing:  # a passing window may hide between grid points: look around the best one
         unknown = [k for k in grid if math.isinf(by_k[k])]

@@ -452,7 +452,8 @@ def prune(
         before = judge.n_evaluations
         order = rank_nodes(trial.tau.cpu(), ties_broken_by[t])
         screened = functools.partial(judge.losses, fail_above=spec.loss_threshold)
-        found = search_k(order, screened, spec.loss_threshold, exact=judge.losses)
+        found = search_k(order, screened, spec.loss_threshold, exact=judge.losses,
+                         speculate=device.type != "cpu")
         kept, loss = found.kept, found.loss
         if kept is not None:
             kept, dropped_loss, _ = greedy_drop(kept, order, screened, spec.loss_threshold,

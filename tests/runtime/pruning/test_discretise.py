@@ -69,6 +69,24 @@ def test_search_asks_for_real_losses_only_where_it_picks_among_failures() -> Non
     assert sorted(asked) == k_grid(n)  # once, for the grid, to find its best point
 
 
+def test_search_in_ascending_k_stops_at_the_first_passing_grid_point() -> None:
+    # Without speculation (a CPU) the grid's larger circuits, the dearest to judge, are never
+    # asked about: the same circuit from fewer evaluations.
+    n = 1000
+    table = {k: 0.1 if k >= 45 else 0.9 for k in range(n + 1)}
+    asked: list[int] = []
+
+    def losses(masks: torch.Tensor) -> list[float]:
+        asked.extend(int(m.sum()) for m in masks)
+        return by_prefix(table, 1.0)(masks)
+
+    ascending = search_k(torch.arange(n), losses, threshold=0.15, speculate=False)
+    whole_grid = search_k(torch.arange(n), by_prefix(table, 1.0), threshold=0.15)
+    assert int(ascending.kept.sum()) == int(whole_grid.kept.sum()) == 45
+    assert max(asked) == min(k for k in k_grid(n) if k >= 45) == 63
+    assert ascending.n_evaluations < whole_grid.n_evaluations
+
+
 def test_search_reports_none_when_no_prefix_passes() -> None:
     result = search_k(torch.arange(50), by_prefix({}, 0.7), threshold=0.15)
     assert result.kept is None and result.loss is None
