@@ -149,7 +149,9 @@ class Judge:
     @torch.no_grad()
     def two_logits(self, masks: Tensor,
                    chunks: list[tuple[PackedPairs, list[Tensor] | None]]) -> Tensor:
-        """(M, 2N, 2) answer logits of each mask's circuit on the chunks' pairs."""
+        """(M, 2N, 2) answer logits of each mask's circuit on the chunks' pairs, on the CPU:
+        what follows (calibration fits, bounds, losses) is many small steps on a few hundred
+        numbers, and mixing devices there would fail."""
         device = chunks[0][0].tokens.device
         per_chunk = []
         for chunk, scales in chunks:
@@ -163,10 +165,10 @@ class Judge:
                     last = tiled.logits(self.model)
                 rows.append(last.gather(1, tiled.candidates).float().view(len(group), -1, 2))
             per_chunk.append(torch.cat(rows))
-        return torch.cat(per_chunk, dim=1)
+        return torch.cat(per_chunk, dim=1).cpu()
 
     def candidates(self, chunks: list[tuple[PackedPairs, list[Tensor] | None]]) -> Tensor:
-        return torch.cat([chunk.candidates for chunk, _ in chunks])
+        return torch.cat([chunk.candidates for chunk, _ in chunks]).cpu()
 
     def calibrations(self, masks: Tensor) -> list[Calibration]:
         if self.calibration is None:
