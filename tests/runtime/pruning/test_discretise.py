@@ -21,6 +21,14 @@ def by_prefix(table: dict[int, float], default: float) -> Losses:
     return lambda masks: [table.get(int(m.sum()), default) for m in masks]
 
 
+def recording(losses: Losses, asked: list[int]) -> Losses:
+    """``losses`` that also notes the size of every prefix it is asked about."""
+    def record(masks: torch.Tensor) -> list[float]:
+        asked.extend(int(m.sum()) for m in masks)
+        return losses(masks)
+    return record
+
+
 def test_ties_in_tau_are_broken_by_attribution_then_node_order() -> None:
     tau = torch.tensor([1.0, 1.0, 1.0, 0.3, -1.0])
     attribution = torch.tensor([0.1, 0.5, 0.1, 9.0, 0.0])
@@ -55,15 +63,11 @@ def test_search_asks_for_real_losses_only_where_it_picks_among_failures() -> Non
     real = by_prefix(table, 1.0)
     asked: list[int] = []
 
-    def exact(masks: torch.Tensor) -> list[float]:
-        asked.extend(int(m.sum()) for m in masks)
-        return real(masks)
-
     def screened(masks: torch.Tensor) -> list[float]:
         return [loss if loss <= 0.15 else float("inf") for loss in real(masks)]
 
     reference = search_k(torch.arange(n), real, threshold=0.15)
-    result = search_k(torch.arange(n), screened, threshold=0.15, exact=exact)
+    result = search_k(torch.arange(n), screened, threshold=0.15, exact=recording(real, asked))
     assert int(reference.kept.sum()) == int(result.kept.sum()) == 430
     assert result.loss == reference.loss
     assert sorted(asked) == k_grid(n)  # once, for the grid, to find its best point
@@ -75,12 +79,8 @@ def test_search_in_ascending_k_stops_at_the_first_passing_grid_point() -> None:
     n = 1000
     table = {k: 0.1 if k >= 45 else 0.9 for k in range(n + 1)}
     asked: list[int] = []
-
-    def losses(masks: torch.Tensor) -> list[float]:
-        asked.extend(int(m.sum()) for m in masks)
-        return by_prefix(table, 1.0)(masks)
-
-    ascending = search_k(torch.arange(n), losses, threshold=0.15, speculate=False)
+    ascending = search_k(torch.arange(n), recording(by_prefix(table, 1.0), asked),
+                         threshold=0.15, speculate=False)
     whole_grid = search_k(torch.arange(n), by_prefix(table, 1.0), threshold=0.15)
     assert int(ascending.kept.sum()) == int(whole_grid.kept.sum()) == 45
     assert max(asked) == min(k for k in k_grid(n) if k >= 45) == 63
