@@ -111,19 +111,26 @@ class GateHook:
         self.per_site = layout.split(gates) if gates.dim() == 1 else dict(
             zip(layout.sites, gates.split(list(layout.widths), dim=1), strict=True))
         self.fill = fill
-        self.ablated = set() if gates.requires_grad else {
+        self.grad = gates.requires_grad
+        self.ablated = set() if self.grad else {
             site for site, g in self.per_site.items() if not bool(g.any())}
+        if not self.grad:  # on/off gates: a select, one op instead of g·x + (1 − g)·m's four
+            self.per_site = {site: g > 0 for site, g in self.per_site.items()}
 
     def fixed(self, site: str) -> Tensor | None:
         return self.fill[site] if site in self.ablated else None
 
     def __call__(self, site: str, x: Tensor) -> Tensor:
-        g = self.per_site[site].to(x.dtype)
+        g = self.per_site[site]
         m = self.fill[site].to(x.dtype)
+        rows = x
         if g.dim() == 2:  # (M, W) → (M, 1, …, W) against x viewed as (M, rows/M, …, W)
             sets = g.shape[0]
             g = g.view(sets, *([1] * (x.dim() - 1)), g.shape[1])
-            # Not m + g·(x − m): that is one op fewer but not exactly x when g = 1.
-            return (g * x.view(sets, -1, *x.shape[1:]) + (1 - g) * m).view_as(x)
-        return g * x + (1 - g) * m
+            rows = x.view(sets, -1, *x.shape[1:])
+        if not self.grad:
+            return torch.where(g, rows, m).view_as(x)
+        g = g.to(x.dtype)
+        # Not m + g·(x − m): that is one op fewer but not exactly x when g = 1.
+        return (g * rows + (1 - g) * m).view_as(x)
 

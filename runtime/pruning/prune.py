@@ -67,6 +67,9 @@ BETAS = (0.9, 0.95)
 WARMUP = 0.05
 EVAL_ROWS = 1024  # prompt rows per no-grad forward (mask sets × pairs × 2): bounds memory
 LENGTH_BUCKET_PAIRS = 16  # pairs per forward, sorted by length, each padded to its own longest
+# The judge's pairs per forward: it runs one circuit at a time on a CPU, about a thousand a
+# search, where each forward's fixed cost (17+ sites of small ops) outweighs the longer padding.
+JUDGE_PAIRS = 64
 CALIBRATION_PAIRS = 64  # training pairs each candidate's calibration (3 parameters) is fitted on
 ATTRIBUTION_PAIRS = 256  # training pairs the tie-breaking attribution is computed on
 RANDOM_CIRCUITS = 8  # random node sets of the circuit's size, for the baseline
@@ -142,7 +145,7 @@ class Judge:
         self.bounds: dict[bytes, float] = {}  # → the lowest loss any calibration could give it
 
     def _chunks(self, batch: PairBatch) -> list[tuple[PackedPairs, list[Tensor] | None]]:
-        packed = [chunk.packed() for chunk in batch.chunks(LENGTH_BUCKET_PAIRS, by_length=True)]
+        packed = [chunk.packed() for chunk in batch.chunks(JUDGE_PAIRS, by_length=True)]
         return [(chunk, full_model_scales(self.model, chunk) if self.freeze_norms else None)
                 for chunk in packed]
 
@@ -181,9 +184,9 @@ class Judge:
         """One loss per row of ``masks`` (M, n) bool. A circuit whose loss stays above
         ``fail_above`` under even the best calibration for the judging pairs themselves gets
         ``inf`` (its loss, if known): it fails whatever the calibration pairs fit, so they are
-        not run for it
-        (about half of a search's circuits, in ~1 ms each instead of a forward and a fit).
-        A circuit judged before is not run again (trials of a search often meet the same ones)."""
+        not run for it (about half of a search's circuits, in ~1 ms each instead of a forward
+        and a fit). A circuit judged before is not run again (trials of a search often meet the
+        same ones)."""
         self.n_evaluations += len(masks)
         keys = [hashlib.blake2b(mask.cpu().numpy().tobytes(), digest_size=16).digest()
                 for mask in masks]
@@ -450,10 +453,10 @@ def prune(
     best: tuple[tuple[int, int, float], Tensor, float, Trial, int] | None = None
     ties_broken_by = attributions(model, layout, fill, torch.stack([t.tau for t in trials]),
                                   attribution_pairs, spec.freeze_norms).cpu()
+    screened = functools.partial(judge.losses, fail_above=spec.loss_threshold)
     for t, trial in enumerate(trials):
         before = judge.n_evaluations
         order = rank_nodes(trial.tau.cpu(), ties_broken_by[t])
-        screened = functools.partial(judge.losses, fail_above=spec.loss_threshold)
         found = search_k(order, screened, spec.loss_threshold, exact=judge.losses,
                          speculate=device.type != "cpu")
         kept, loss = found.kept, found.loss
