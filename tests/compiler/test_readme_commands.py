@@ -115,10 +115,23 @@ def invocations(command: str) -> list[list[str]]:
     overrides must parse and its plan compile, but a test does not train its models."""
     if command.startswith("xcompile run recipes/"):
         _, _, recipe, *rest = shlex.split(command)
-        return [["plan", str(ROOT / recipe), *rest]]
+        return [["plan", str(ROOT / recipe), *plan_options(rest)]]
     if command not in INVOCATIONS and command.startswith('xcompile query "'):
         return [shlex.split(command)[1:]]  # a literal query: it must bind to the store's schema
     return INVOCATIONS[command]
+
+
+def plan_options(run_options: list[str]) -> list[str]:
+    """A `run` command's options that `plan` takes too: all but where and how jobs run."""
+    kept, skip = [], False
+    for option in run_options:
+        if skip:
+            skip = False
+        elif option == "--backend":
+            skip = True  # and its value
+        elif option not in ("--detach", "--no-detach"):
+            kept.append(option)
+    return kept
 
 
 def xcompile_commands() -> list[str]:
