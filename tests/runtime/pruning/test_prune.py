@@ -341,6 +341,18 @@ def test_gates_interpolate_between_activation_and_mean(planted_ns: SimpleNamespa
     assert torch.allclose(two[2:], fill["l0.q"].expand_as(x))
 
 
+def test_on_off_gates_select_what_the_gradient_path_computes(planted_ns: SimpleNamespace) -> None:
+    # Without a gradient the hook selects (torch.where); with one it computes g·x + (1 − g)·m.
+    # Both must give the same activations, one mask set or several on a tiled batch.
+    layout, fill = planted_ns.layout, planted_ns.fill
+    masks = torch.rand(3, layout.n_nodes, generator=torch.Generator().manual_seed(1)) < 0.5
+    x = torch.randn(3 * 4, 5, 16)
+    for gates, rows in ((masks[0].float(), x[:4]), (masks.float(), x)):
+        selected = GateHook(layout, gates, fill)("l0.q", rows)
+        computed = GateHook(layout, gates.clone().requires_grad_(), fill)("l0.q", rows)
+        assert torch.equal(selected, computed.detach())
+
+
 def test_mean_ablation_needs_every_site() -> None:
     layout = NodeLayout.from_model(planted("composition").model)
     with pytest.raises(ValueError, match="missing sites"):
