@@ -8,7 +8,14 @@ import pytest
 import torch
 from torch import Tensor
 
-from runtime.model import AbsTopK, GPTConfig, SparseGPT, floor_axis, sparse_parameters
+from runtime.model import (
+    AbsTopK,
+    GPTConfig,
+    SparseGPT,
+    floor_axis,
+    kth_largest,
+    sparse_parameters,
+)
 from spec.recipe import DataSpec, ModelSpec
 
 TINY = GPTConfig(vocab_size=300, context=16, n_layer=2, d_model=32, d_head=8, d_mlp=64)
@@ -38,6 +45,23 @@ def test_abstopk_keeps_the_configured_fraction(afrac: float, width: int, k: int)
     dropped_max = x.abs().masked_fill(kept, 0).amax(-1)
     kept_min = x.abs().masked_fill(~kept, math.inf).amin(-1)
     assert bool((kept_min >= dropped_max).all())
+
+
+def test_abstopk_keeps_every_entry_tied_at_the_kth() -> None:
+    x = torch.tensor([[3.0, -3.0, 1.0, 0.5], [0.0, 0.0, 0.0, 2.0], [1.0, -2.0, 2.0, -2.0]])
+    assert AbsTopK(0.25)(x).tolist() == [[3.0, -3.0, 0.0, 0.0], [0.0, 0.0, 0.0, 2.0],
+                                         [0.0, -2.0, 2.0, -2.0]]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_kth_largest_on_a_cpu_is_torch_topks(dtype: torch.dtype) -> None:
+    # The CPU path selects with numpy; every other device takes the k-th of torch.topk's values.
+    values = torch.randint(0, 6, (64, 3, 32)).to(dtype) / 4  # many ties
+    values[0] = 0
+    for k in (1, 8, 31):
+        expected = values.topk(k, dim=-1).values.amin(-1, keepdim=True)
+        got = kth_largest(values, k)
+        assert got.dtype == dtype and torch.equal(got, expected)
 
 
 def test_abstopk_identity_at_one_and_gradient_only_through_kept() -> None:
