@@ -14,6 +14,7 @@ below: a circuit whose bound misses the threshold fails without its calibration 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -86,10 +87,12 @@ def fit_calibration(two: Tensor, candidates: Tensor, steps: int = LBFGS_STEPS) -
     return fitted if after <= before else Calibration.identity()
 
 
-def lowest_calibrated_loss(two: Tensor, candidates: Tensor) -> Tensor:
+def lowest_calibrated_loss(two: Tensor, candidates: Tensor, above: float = -math.inf) -> Tensor:
     """(M,) the minimum over calibrations of the mean two-way loss of each mask's ``two``
     (M, 2N, 2) logits, minus its remaining Newton decrement²; NaN where Newton has not converged
     (e.g. logits a growing scale separates ever better, whose infimum 0 is never reached).
+    Where only whether the minimum lies ``above`` a line matters, a mask whose loss is down to
+    the line stops there and gets ``-inf``: its minimum is not above it.
 
     Only the margin between the two answers matters, so this is logistic regression with every
     label positive: the features of a prompt are its logit margin (the scale's) and, per answer
@@ -111,6 +114,8 @@ def lowest_calibrated_loss(two: Tensor, candidates: Tensor) -> Tensor:
     decrement = torch.full((len(two),), torch.inf, dtype=torch.float64)
     current = loss(theta.unsqueeze(1))[:, 0]
     for _ in range(NEWTON_STEPS):
+        if bool((current <= above).all()):
+            break
         margin = torch.einsum("mpk,mk->mp", features, theta)
         wrong = torch.sigmoid(-margin)  # ∂softplus(−m)/∂(−m)
         gradient = -(wrong.unsqueeze(-1) * features).mean(1)
@@ -127,7 +132,8 @@ def lowest_calibrated_loss(two: Tensor, candidates: Tensor) -> Tensor:
         theta = theta - BACKTRACK[pick].unsqueeze(1) * step
         current = trials.gather(1, pick.unsqueeze(1)).squeeze(1)
     converged = decrement < NEWTON_TOLERANCE
-    return torch.where(converged, current - decrement, torch.nan)
+    bound = torch.where(converged, current - decrement, torch.nan)
+    return torch.where(current <= above, -math.inf, bound)
 
 
 def calibrated_loss(calibration: Calibration, two: Tensor, candidates: Tensor) -> float:

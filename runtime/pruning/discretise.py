@@ -10,12 +10,11 @@ threshold. Two things make that naive version wrong in practice, and both are ha
 - **The loss is not monotone in k.** Ablating more nodes can *lower* the loss. So ``search_k``
   evaluates a geometric grid of k (0 included: an empty circuit can pass when the bias terms or
   the bigram table solve the task; up to its first passing k, all that decides the result) —
-  and, when no grid k passes, an even grid around the best
-  one — takes the smallest k that passes, and then bisects the bracket below it (a k in there
-  that passes is found or not; greedy dropping then removes what the prefix holds too much of,
-  least important first). Finally ``greedy_drop``
-  switches off kept nodes, least important first, in groups that are halved where they fail,
-  and keeps every removal after which the circuit still passes.
+  and, when no grid k passes, an even grid around the best one — takes the smallest k that
+  passes, and then bisects the bracket below it (a k in there that passes is found or not;
+  greedy dropping then removes what the prefix holds too much of, least important first).
+  Finally ``greedy_drop`` switches off kept nodes, least important first, in groups that are
+  halved where they fail, and keeps every removal after which the circuit still passes.
 
 Every loss here comes from ``losses(masks)``: one number per candidate mask (rows of a (M, n)
 bool tensor), computed by the caller on fixed pairs, batched over masks; ``inf`` for a circuit

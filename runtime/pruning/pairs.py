@@ -106,67 +106,94 @@ class PairBatch:
 
 @dataclass(frozen=True)
 class PackedPairs:
-    """Prompt pairs one row each: the two prompts' common prefix once, then the rest of the first
-    prompt, then the rest of the second, which attends to the prefix and to itself but not to
-    the first's rest. Attention is the only place where positions meet, so every node sees at
-    every position what it sees in the unpacked pair, and the answer logits are the same (up to
-    float reduction order) from 14–48 % fewer tokens by task: its two prompts differ late.
-    Row ``i`` holds pair ``i``; the logits come out in ``PairBatch`` order (2i, 2i + 1)."""
+    """Prompt pairs packed into rows. A pair is its two prompts' common prefix once, then the
+    rest of the first prompt, then the rest of the second, which attends to the prefix and to
+    itself but not to the first's rest; a row holds as many pairs as fit in the longest one
+    (first-fit decreasing), each attending only within itself. Attention is the only place
+    where positions meet, so every node sees at every position what it sees in the unpacked
+    pair, and the answer logits are the same (up to float reduction order) from 14–48 % fewer
+    tokens by task, as their two prompts differ late, and less padding: short pairs fill the
+    rows of long ones. The logits come out in ``PairBatch`` order (2i, 2i + 1)."""
 
-    tokens: Tensor  # (N, L) long, right-padded
-    pos_ids: Tensor  # (N, L) each token's position in its own prompt
-    attend: Tensor  # (N, L, L) bool: which tokens each token sees
-    readout: Tensor  # (N, 2) where each prompt's last token sits in the row
+    tokens: Tensor  # (B, L) long, right-padded
+    pos_ids: Tensor  # (B, L) each token's position in its own prompt
+    attend: Tensor  # (B, L, L) bool: which tokens each token sees
+    readout: Tensor  # (B, R) positions read in each row (a row of fewer pairs repeats its last)
+    order: Tensor  # (2N,) where prompt j's logits sit among the B·R read out
     candidates: Tensor  # (2N, 2), as PairBatch's
 
     @classmethod
     def pack(cls, batch: PairBatch) -> PackedPairs:
-        n = len(batch)
         lengths = (batch.last + 1).tolist()
-        rows: list[tuple[list[int], list[int], list[int], tuple[int, int]]] = []
-        for i in range(n):
+        pairs: list[tuple[list[int], list[int], list[int], tuple[int, int]]] = []
+        for i in range(len(batch)):
             a, b = (batch.tokens[r, : lengths[r]].tolist() for r in (2 * i, 2 * i + 1))
             shared = 0
             while shared < min(len(a), len(b)) and a[shared] == b[shared]:
                 shared += 1
-            row = a + b[shared:]
+            joined = a + b[shared:]
             # 0: the shared prefix, 1: the first prompt's rest, 2: the second's
             parts = [0] * shared + [1] * (len(a) - shared) + [2] * (len(b) - shared)
-            last_b = len(b) - 1 if len(b) == shared else len(row) - 1
-            rows.append((row, list(range(len(a))) + list(range(shared, len(b))), parts,
-                         (len(a) - 1, last_b)))
-        width = max(len(row) for row, _, _, _ in rows)
-        device = batch.tokens.device
-        tokens = torch.zeros((n, width), dtype=torch.long)
-        pos_ids = torch.zeros((n, width), dtype=torch.long)
-        segment = torch.full((n, width), -1, dtype=torch.long)  # -1: padding
-        for i, (row, positions, parts, _) in enumerate(rows):
-            tokens[i, : len(row)] = torch.tensor(row)
-            pos_ids[i, : len(row)] = torch.tensor(positions)
-            segment[i, : len(row)] = torch.tensor(parts)
-        query, key = segment[:, :, None], segment[:, None, :]
+            last_b = len(b) - 1 if len(b) == shared else len(joined) - 1
+            pairs.append((joined, list(range(len(a))) + list(range(shared, len(b))), parts,
+                          (len(a) - 1, last_b)))
+        width = max(len(joined) for joined, _, _, _ in pairs)
+        rows: list[list[int]] = []  # the pairs in each row, first fit by decreasing length
+        filled: list[int] = []
+        for i in sorted(range(len(pairs)), key=lambda i: -len(pairs[i][0])):
+            size = len(pairs[i][0])
+            fits = next((r for r, used in enumerate(filled) if used + size <= width), len(rows))
+            if fits == len(rows):
+                rows.append([])
+                filled.append(0)
+            rows[fits].append(i)
+            filled[fits] += size
+        n_rows, reads = len(rows), 2 * max(len(row) for row in rows)
+        tokens = torch.zeros((n_rows, width), dtype=torch.long)
+        pos_ids = torch.zeros((n_rows, width), dtype=torch.long)
+        owner = torch.full((n_rows, width), -1, dtype=torch.long)  # the pair; -1: padding
+        part = torch.zeros((n_rows, width), dtype=torch.long)
+        readout = torch.zeros((n_rows, reads), dtype=torch.long)
+        order = torch.zeros(2 * len(pairs), dtype=torch.long)
+        for r, row in enumerate(rows):
+            start = 0
+            for slot, i in enumerate(row):
+                ids, positions, parts, (last_a, last_b) = pairs[i]
+                span = slice(start, start + len(ids))
+                tokens[r, span], pos_ids[r, span] = torch.tensor(ids), torch.tensor(positions)
+                owner[r, span], part[r, span] = i, torch.tensor(parts)
+                readout[r, 2 * slot : 2 * slot + 2] = torch.tensor([start + last_a,
+                                                                    start + last_b])
+                order[2 * i : 2 * i + 2] = torch.tensor([r * reads + 2 * slot,
+                                                         r * reads + 2 * slot + 1])
+                start += len(ids)
+            readout[r, 2 * len(row):] = readout[r, 2 * len(row) - 1]
+        same_pair = owner[:, :, None] == owner[:, None, :]
+        prefix_or_own = (part[:, None, :] == 0) | (part[:, :, None] == part[:, None, :])
         causal = torch.ones(width, width, dtype=torch.bool).tril()
-        same_or_prefix = (key == 0) | (key == query)
         diagonal = torch.eye(width, dtype=torch.bool)  # padding sees itself: no empty softmax row
-        attend = (causal & same_or_prefix & (key >= 0)) | diagonal
-        readout = torch.tensor([r for _, _, _, r in rows])
+        attend = (causal & same_pair & prefix_or_own & (owner[:, None, :] >= 0)) | diagonal
+        device = batch.tokens.device
         return cls(tokens.to(device), pos_ids.to(device), attend.to(device), readout.to(device),
-                   batch.candidates)
+                   order.to(device), batch.candidates)
 
     def __len__(self) -> int:
-        return self.tokens.shape[0]
+        return self.candidates.shape[0] // 2
 
     def tiled(self, copies: int) -> PackedPairs:
         """The rows ``copies`` times over, one copy per mask set of a batched forward."""
         if copies == 1:
             return self
+        per_copy = self.readout.numel()
+        order = torch.cat([self.order + c * per_copy for c in range(copies)])
         return PackedPairs(self.tokens.repeat(copies, 1), self.pos_ids.repeat(copies, 1),
                            self.attend.repeat(copies, 1, 1), self.readout.repeat(copies, 1),
-                           self.candidates.repeat(copies, 1))
+                           order, self.candidates.repeat(copies, 1))
 
     def logits(self, model: Any) -> Tensor:
         """(2N, V) ``model``'s next-token logits at each prompt's last token, PairBatch order."""
-        return model(self.tokens, self.readout, pos_ids=self.pos_ids, attend=self.attend)
+        return model(self.tokens, self.readout, pos_ids=self.pos_ids,
+                     attend=self.attend)[self.order]
 
 
 class Encoder(Protocol):

@@ -204,7 +204,7 @@ class Judge:
             # the identity is a calibration: only circuits above the line without one may fail
             above = two_way_loss(two.double()).mean(1) > fail_above
             if bool(above.any()):
-                bound = lowest_calibrated_loss(two[above], candidates)
+                bound = lowest_calibrated_loss(two[above], candidates, above=fail_above)
                 hopeful[above] = ~(bound > fail_above)  # NaN (not converged) stays hopeful
                 for i, value in zip(above.nonzero().flatten().tolist(), bound.tolist(),
                                     strict=True):
@@ -454,15 +454,16 @@ def prune(
     ties_broken_by = attributions(model, layout, fill, torch.stack([t.tau for t in trials]),
                                   attribution_pairs, spec.freeze_norms).cpu()
     screened = functools.partial(judge.losses, fail_above=spec.loss_threshold)
+    batched = device.type != "cpu"  # a batch of circuits costs about what one does
     for t, trial in enumerate(trials):
         before = judge.n_evaluations
         order = rank_nodes(trial.tau.cpu(), ties_broken_by[t])
         found = search_k(order, screened, spec.loss_threshold, exact=judge.losses,
-                         speculate=device.type != "cpu")
+                         speculate=batched)
         kept, loss = found.kept, found.loss
         if kept is not None:
             kept, dropped_loss, _ = greedy_drop(kept, order, screened, spec.loss_threshold,
-                                                speculate=device.type != "cpu")
+                                                speculate=batched)
             loss = dropped_loss if dropped_loss is not None else loss
         n_edges = None if kept is None else sum(count_edges(Circuit(layout, kept), model).values())
         ties = count_ties(trial.tau)

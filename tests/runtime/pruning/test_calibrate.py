@@ -50,6 +50,13 @@ def test_lowest_calibrated_loss_is_the_minimum_over_calibrations(n_tokens: int) 
     torch.testing.assert_close(bound, fitted, rtol=0, atol=1e-7)
     identity = two_way_loss(two).mean(1)
     assert (bound < identity).all()
+    # asked only whether each minimum lies above a line: the same answer, those at or below it
+    # stopped early as -inf, those above it with their bound
+    line = float(bound.sort().values[1:3].mean())  # two masks below, two above
+    early = lowest_calibrated_loss(two, candidates, above=line)
+    assert torch.equal(early > line, bound > line)
+    assert torch.equal(early[bound > line], bound[bound > line])
+    assert bool((early[bound <= line] == -math.inf).all())
 
 
 def test_lowest_calibrated_loss_of_separable_logits_is_zero_or_unknown() -> None:

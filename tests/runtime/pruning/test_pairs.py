@@ -1,6 +1,6 @@
-"""Packed prompt pairs (``PackedPairs``): one row per pair, the common prefix stored once, the
-same answer logits as the two prompts run apart — under gates, mask sets and frozen norms — and
-the same mask gradients."""
+"""Packed prompt pairs (``PackedPairs``): the common prefix stored once, short pairs sharing
+rows, the same answer logits as the two prompts run apart — under gates, mask sets and frozen
+norms — and the same mask gradients."""
 
 from __future__ import annotations
 
@@ -45,19 +45,24 @@ def model(request: pytest.FixtureRequest) -> SparseGPT:
     return SparseGPT(cfg).eval()
 
 
-def test_packing_stores_each_common_prefix_once() -> None:
+def test_packing_stores_each_common_prefix_once_and_fills_rows() -> None:
     batch = pairs_with_shared_prefixes(0)
     packed = batch.packed()
     lengths = (batch.last + 1).view(-1, 2)
     assert len(packed) == len(batch)
     assert int((packed.attend.diagonal(dim1=1, dim2=2)).all())
-    real = packed.attend.any(2).sum(1)  # every row of the mask has at least itself
-    assert torch.equal(real, torch.full_like(real, packed.tokens.shape[1]))
-    # the pair (6, 1, 3): 6 shared tokens, 1 + 3 others: 10 in the row, not 7 + 9
-    assert int(packed.readout[1, 1]) == 9 and int(packed.readout[1, 0]) == 6
-    assert int(lengths[1].sum()) - 6 == 10
-    # a prompt that is the other's prefix is read where the prefix ends
-    assert packed.readout[3].tolist() == [6, 3]
+    # each prompt is read at its own last token, at its own last position
+    rows = packed.order // packed.readout.shape[1]
+    at = packed.readout.flatten()[packed.order]
+    assert torch.equal(packed.tokens[rows, at], batch.tokens[torch.arange(14), batch.last])
+    assert torch.equal(packed.pos_ids[rows, at], batch.last)
+    # the pair (6, 1, 3): 6 shared tokens, 1 + 3 others: 10 tokens, not 7 + 9; the longest pair
+    # (12, 8, 6: 26 tokens) sets the width, and shorter pairs share rows
+    stored = (6 + 1 + 3) + (5 + 5) + (9 + 0 + 2) + (4 + 3 + 0) + 26 + (3 + 2 + 2) + (1 + 1 + 1)
+    assert int(lengths.sum()) - (6 + 9 + 4 + 12 + 3 + 1) == stored
+    assert packed.tokens.shape[1] == 26 and packed.tokens.shape[0] < len(batch)
+    # a pair sees nothing of the pairs beside it: the logits tests below compare with each
+    # pair run alone, on batches whose rows hold several pairs (as this one's do)
 
 
 def test_packed_pairs_give_the_unpacked_answer_logits(model: SparseGPT) -> None:
