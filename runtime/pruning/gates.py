@@ -49,6 +49,20 @@ def heaviside_ste(tau: Tensor, temperature: Tensor | float) -> Tensor:
     return HeavisideSTE.apply(tau, temperature)
 
 
+def distinct_gates(gates: Tensor) -> tuple[Tensor, Tensor]:
+    """The distinct rows of 0/1 ``gates`` (A, n), (U, n), and which of them each set uses, (A,).
+
+    Mask sets that are equal (early in an optimisation every τ is still above 0, so every set
+    keeps every node) need one slice of a batched forward and backward, not one each. A distinct
+    row is the sum of its sets' gates less all but one copy, detached: the same 0/1 values
+    exactly, and the gradient of anything computed from the row reaches each of its sets' gates
+    whole, as if that set had run alone (objectives must count each distinct row once)."""
+    unique, inverse, counts = torch.unique(gates.detach(), dim=0, return_inverse=True,
+                                           return_counts=True)
+    summed = torch.zeros_like(unique).index_add(0, inverse, gates)
+    return summed - (counts - 1).unsqueeze(1).to(unique.dtype) * unique, inverse
+
+
 def ablation_values(layout: NodeLayout, means: dict[str, Tensor] | None, ablation: str,
                     device: torch.device) -> dict[str, Tensor]:
     """What a pruned node is replaced by, per site: its mean, or zero."""
@@ -102,35 +116,32 @@ class GateHook:
 
     ``gates`` is ``(n_nodes,)`` for one mask set or ``(M, n_nodes)`` for M sets, in which case the
     activations' rows are M equal slices (a ``tiled`` batch) and slice m gets set m's gates.
-    Where no gradient is wanted, a site whose every gate is 0 in every set is its fill alone,
-    whatever the model computes there: ``fixed`` says so and the model skips computing it (a
-    small circuit leaves most sites empty). With a gradient the fill is not enough: d/dg needs
-    the activation an ablated node would have had."""
+    Gates are floats, 0/1 or in between (``x ← g·x + (1 − g)·m``). Where no gradient is wanted,
+    a site whose every gate is 0 in every set is its fill alone, whatever the model computes
+    there: ``fixed`` says so and the model skips computing it (a small circuit leaves most sites
+    empty). With a gradient the fill is not enough: d/dg needs the activation an ablated node
+    would have had."""
 
     def __init__(self, layout: NodeLayout, gates: Tensor, fill: dict[str, Tensor]) -> None:
-        self.per_site = layout.split(gates) if gates.dim() == 1 else dict(
+        per_site = layout.split(gates) if gates.dim() == 1 else dict(
             zip(layout.sites, gates.split(list(layout.widths), dim=1), strict=True))
         self.fill = fill
-        self.grad = gates.requires_grad
-        self.ablated = set() if self.grad else {
-            site for site, g in self.per_site.items() if not bool(g.any())}
-        if not self.grad:  # on/off gates: a select, one op instead of g·x + (1 − g)·m's four
-            self.per_site = {site: g > 0 for site, g in self.per_site.items()}
+        self.ablated = set() if gates.requires_grad else {
+            site for site, g in per_site.items() if not bool(g.any())}
+        # x ← g·x + (1 − g)·m as one addcmul of x and g onto the fill term: 3-6x faster than a
+        # select on a CPU, and exactly x where g = 1 (a finite m times 0 adds +0), m where g = 0.
+        self.gates = per_site
+        self.fill_terms = {site: (1 - g) * fill[site] for site, g in per_site.items()}
 
     def fixed(self, site: str) -> Tensor | None:
         return self.fill[site] if site in self.ablated else None
 
     def __call__(self, site: str, x: Tensor) -> Tensor:
-        g = self.per_site[site]
-        m = self.fill[site].to(x.dtype)
+        g, fill_term = self.gates[site], self.fill_terms[site]
         rows = x
         if g.dim() == 2:  # (M, W) → (M, 1, …, W) against x viewed as (M, rows/M, …, W)
-            sets = g.shape[0]
-            g = g.view(sets, *([1] * (x.dim() - 1)), g.shape[1])
-            rows = x.view(sets, -1, *x.shape[1:])
-        if not self.grad:
-            return torch.where(g, rows, m).view_as(x)
-        g = g.to(x.dtype)
-        # Not m + g·(x − m): that is one op fewer but not exactly x when g = 1.
-        return (g * rows + (1 - g) * m).view_as(x)
+            shape = (g.shape[0], *([1] * (x.dim() - 1)), g.shape[1])
+            g, fill_term = g.view(shape), fill_term.view(shape)
+            rows = x.view(g.shape[0], -1, *x.shape[1:])
+        return torch.addcmul(fill_term.to(x.dtype), rows, g.to(x.dtype)).view_as(x)
 

@@ -16,6 +16,7 @@ from runtime.pruning.circuit import NodeLayout, count_edges
 from runtime.pruning.gates import (
     GateHook,
     ablation_values,
+    distinct_gates,
     heaviside_ste,
     silence_to_zero,
     silent_nodes,
@@ -91,8 +92,10 @@ def test_no_passing_circuit_is_a_result(planted_ns: SimpleNamespace) -> None:
 
 
 def test_batched_trials_equal_trials_run_one_by_one(planted_ns: SimpleNamespace) -> None:
+    # the second and last settings differ in their k_coef alone: they share a mask (and a slice
+    # of the batch) until their τ part
     settings = [MaskSetting(1e-4, 3e-3, 1.0, 0), MaskSetting(1e-3, 1e-2, 0.5, 7),
-                MaskSetting(3e-5, 5e-3, 2.0, 11)]
+                MaskSetting(3e-5, 5e-3, 2.0, 11), MaskSetting(1e-2, 1e-2, 0.5, 7)]
     common = {"steps": 60, "batch_size": 16, "sample_seed": 1, "settle_steps": 10}
     args = (planted_ns.model, planted_ns.layout, planted_ns.fill, planted_ns.train)
     together = optimise_masks(*args, settings, **common)
@@ -106,6 +109,7 @@ def test_batched_trials_equal_trials_run_one_by_one(planted_ns: SimpleNamespace)
 
 def test_batched_attributions_equal_each_trials_own(planted_ns: SimpleNamespace) -> None:
     taus = torch.randn(3, planted_ns.layout.n_nodes, generator=torch.Generator().manual_seed(1))
+    taus = torch.cat([taus, taus[1:2] + 0.5 * taus[1:2].sign()])  # the same mask as row 1
     args = (planted_ns.model, planted_ns.layout, planted_ns.fill)
     together = attributions(*args, taus, planted_ns.train, freeze_norms=False)
     alone = torch.cat([attributions(*args, tau[None], planted_ns.train, freeze_norms=False)
@@ -341,16 +345,38 @@ def test_gates_interpolate_between_activation_and_mean(planted_ns: SimpleNamespa
     assert torch.allclose(two[2:], fill["l0.q"].expand_as(x))
 
 
-def test_on_off_gates_select_what_the_gradient_path_computes(planted_ns: SimpleNamespace) -> None:
-    # Without a gradient the hook selects (torch.where); with one it computes g·x + (1 − g)·m.
-    # Both must give the same activations, one mask set or several on a tiled batch.
+def test_gates_apply_fractions_and_pass_each_gate_its_gradient(
+        planted_ns: SimpleNamespace) -> None:
     layout, fill = planted_ns.layout, planted_ns.fill
-    masks = torch.rand(3, layout.n_nodes, generator=torch.Generator().manual_seed(1)) < 0.5
-    x = torch.randn(3 * 4, 5, 16)
-    for gates, rows in ((masks[0].float(), x[:4]), (masks.float(), x)):
-        selected = GateHook(layout, gates, fill)("l0.q", rows)
-        computed = GateHook(layout, gates.clone().requires_grad_(), fill)("l0.q", rows)
-        assert torch.equal(selected, computed.detach())
+    x = torch.randn(2 * 4, 5, 16)
+    gates = torch.rand(2, layout.n_nodes, generator=torch.Generator().manual_seed(1))
+    gates.requires_grad_()
+    out = GateHook(layout, gates, fill)("l0.q", x)
+    g = layout.split(gates.detach()[0])["l0.q"]
+    torch.testing.assert_close(out[:4], g * x[:4] + (1 - g) * fill["l0.q"])
+    out.sum().backward()
+    assert gates.grad is not None
+    start = layout.sites.index("l0.q")
+    first = sum(layout.widths[:start])
+    torch.testing.assert_close(gates.grad[1, first:first + 16],
+                               (x[4:] - fill["l0.q"]).sum((0, 1)))
+
+
+def test_equal_masks_share_one_row_and_keep_their_own_gradients() -> None:
+    tau = torch.tensor([[0.3, -0.2, 0.1], [0.5, -0.1, 0.2], [0.4, 0.2, -0.3]],
+                       requires_grad=True)
+    gates = heaviside_ste(tau, torch.tensor([[1.0], [2.0], [0.5]]))
+    distinct, used = distinct_gates(gates)
+    assert len(distinct) == 2  # sets 0 and 1 both keep nodes 0 and 2
+    assert torch.equal(distinct[used], gates.detach())
+    weights = torch.tensor([1.0, -2.0, 3.0])
+    (distinct @ weights).sum().backward()  # each distinct row counted once
+    alone = torch.tensor([[0.3, -0.2, 0.1], [0.5, -0.1, 0.2], [0.4, 0.2, -0.3]],
+                         requires_grad=True)
+    for row, temperature in zip(alone, (1.0, 2.0, 0.5), strict=True):
+        (heaviside_ste(row, temperature) @ weights).backward()
+    assert tau.grad is not None and alone.grad is not None
+    torch.testing.assert_close(tau.grad, alone.grad)
 
 
 def test_mean_ablation_needs_every_site() -> None:
