@@ -8,9 +8,12 @@ model, and one batched mask step at the paper's shape.
      recipe's steps and batch with ``settle_steps=0``, so both run every step (goal: 8 ≤ 2× one);
    - ``prune()`` end to end with a ``--trials`` (16) search, divided by the training time
      (goal ≤ 1×).
+   Trials whose masks are equal share a slice of the batch (``distinct_gates``): every trial
+   keeps every node until some τ crosses 0, so the first steps of the 8 cost what 1 does.
 2. Paper shape (d_model 2048, 8 layers, d_mlp 8192, vocab 2048, context 256; random weights,
    zero-ablation fill): one mask step (forward + backward through the gated model) for
-   ``--settings`` batched vs 1, on ``--paper-pairs`` pairs of ``--paper-tokens`` tokens.
+   ``--settings`` distinct random masks batched vs 1, on ``--paper-pairs`` pairs of
+   ``--paper-tokens`` tokens: the compute of a step once the trials' masks have parted.
 3. Where the time goes: a cProfile of one run of each (forward, backward, discretisation,
    calibration, validation), as shares of its total.
 
@@ -43,9 +46,9 @@ from runtime.data.tokenizer import encode_documents, train_tokenizer
 from runtime.model import GPTConfig, SparseGPT
 from runtime.pruning.ablation import compute_site_means
 from runtime.pruning.circuit import NodeLayout
-from runtime.pruning.gates import ablation_values
+from runtime.pruning.gates import GateHook, ablation_values, heaviside_ste
 from runtime.pruning.pairs import PairBatch, draw_pairs
-from runtime.pruning.prune import optimise_masks, prune, search_settings
+from runtime.pruning.prune import bucketed_set_losses, optimise_masks, prune, search_settings
 from runtime.tasks import get_task
 from runtime.tasks.base import Split
 from runtime.training.train import train
@@ -58,8 +61,8 @@ STATS_BATCH = 64  # sequences per forward of the mean-ablation stats (as the CPU
 
 # (label, function, only when called from) for the profile: cumulative seconds of each.
 PHASES = [
-    ("forward", "set_losses", "optimise_masks"),
-    ("backward", "backward", "optimise_masks"),
+    ("forward (masks, attribution)", "bucketed_set_losses", None),
+    ("backward", "backward", None),
     ("mask optimisation", "optimise_masks", None),
     ("attribution (ties)", "attributions", None),
     ("circuit forwards (judge)", "two_logits", None),
@@ -242,6 +245,21 @@ def random_pairs(cfg: GPTConfig, n_pairs: int, tokens: int, seed: int) -> PairBa
                      torch.cat([answers, answers.flip(1)], 1).view(-1, 2))
 
 
+def distinct_mask_step(model: SparseGPT, fill: dict[str, torch.Tensor], pairs: PairBatch,
+                       n_masks: int, seed: int) -> Callable[[], Any]:
+    """One step of ``optimise_masks``' forward and backward for ``n_masks`` masks that differ
+    (each node on with probability 1/2), so that none shares a slice of the batch."""
+    layout = NodeLayout.from_model(model)
+    tau = torch.randn(n_masks, layout.n_nodes, generator=torch.Generator().manual_seed(seed))
+
+    def step() -> None:
+        leaf = tau.clone().requires_grad_()
+        gates = heaviside_ste(leaf, 1.0)
+        bucketed_set_losses(model, pairs, GateHook(layout, gates, fill), n_masks,
+                            freeze_norms=False).sum().backward()
+    return step
+
+
 def bench_paper(n_settings: int, n_pairs: int, tokens: int, repeats: int, profile: bool) -> None:
     torch.manual_seed(0)
     model = SparseGPT(PAPER)
@@ -249,12 +267,10 @@ def bench_paper(n_settings: int, n_pairs: int, tokens: int, repeats: int, profil
     model.requires_grad_(False)
     fill = ablation_values(NodeLayout.from_model(model), None, "zero", torch.device("cpu"))
     pairs = random_pairs(PAPER, n_pairs, tokens, seed=0)
-    spec = PruneSpec()
-    runs = {n: mask_runner(model, fill, pairs, spec, n, steps=1, batch_size=n_pairs, seed=0)
-            for n in (1, n_settings)}
+    runs = {n: distinct_mask_step(model, fill, pairs, n, seed=0) for n in (1, n_settings)}
     print(f"paper shape: n_layer {PAPER.n_layer}, d_model {PAPER.d_model}, d_mlp {PAPER.d_mlp}, "
-          f"vocab {PAPER.vocab_size}, random weights; one mask step on {n_pairs} pairs × "
-          f"{tokens} tokens ({NodeLayout.from_model(model).n_nodes:,} nodes)")
+          f"vocab {PAPER.vocab_size}, random weights; one mask step of distinct masks on "
+          f"{n_pairs} pairs × {tokens} tokens ({NodeLayout.from_model(model).n_nodes:,} nodes)")
     one, many = Times(), Times()
     for _ in range(repeats):
         one.measure(runs[1])
