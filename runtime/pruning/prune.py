@@ -61,6 +61,7 @@ from runtime.pruning.gates import (
 )
 from runtime.pruning.norms import frozen_scales, full_model_scales
 from runtime.pruning.pairs import PackedPairs, PairBatch
+from runtime.pruning.replay import BlockPrefixCache
 from spec.recipe import PruneSpec
 
 TAU_INIT_MEAN = 0.1
@@ -132,7 +133,9 @@ class Judge:
     the model is ablated to ``fill``; norms frozen if asked; calibrated on ``calibration`` pairs
     if given. Chunks (and their frozen norm scales) are built once and reused for every call,
     each pair packed into one row that holds its prompts' common prefix once (``PackedPairs``:
-    the same answer logits from 14–48 % fewer tokens; most of a search is spent here)."""
+    the same answer logits from 14–48 % fewer tokens; most of a search is spent here). A circuit
+    whose first blocks' gates match a recent one's replays those blocks' residual writes
+    (``BlockPrefixCache``): the same bits, without computing them."""
 
     def __init__(self, model: SparseGPT, layout: NodeLayout, fill: dict[str, Tensor],
                  pairs: PairBatch, calibration: PairBatch | None, freeze_norms: bool) -> None:
@@ -145,6 +148,7 @@ class Judge:
         self.n_evaluations = 0  # circuits asked about, repeats included
         self.n_screened = 0  # circuits failed by the calibration bound alone
         self.known: dict[bytes, float] = {}  # a circuit's digest → its loss
+        self.prefixes = BlockPrefixCache(layout)  # first blocks of recent circuits, replayed
         self.bounds: dict[bytes, float] = {}  # → the lowest loss any calibration could give it
 
     def _chunks(self, batch: PairBatch) -> list[tuple[PackedPairs, list[Tensor] | None]]:
@@ -165,10 +169,12 @@ class Judge:
             rows = []
             for group in masks.split(sets):
                 tiled = chunk.tiled(len(group))
-                gates = group.to(device=device, dtype=torch.float32)
-                with hooked(self.model, GateHook(self.layout, gates, self.fill)), \
-                        frozen_scales(self.model, scales):
+                gates = GateHook(self.layout, group.to(device=device, dtype=torch.float32),
+                                 self.fill)
+                hook = self.prefixes.hook(chunk, group, gates)
+                with hooked(self.model, hook), frozen_scales(self.model, scales):
                     last = tiled.logits(self.model)
+                self.prefixes.store(hook)
                 rows.append(last.gather(1, tiled.candidates).float().view(len(group), -1, 2))
             per_chunk.append(torch.cat(rows))
         return torch.cat(per_chunk, dim=1).cpu()
