@@ -59,10 +59,10 @@ from spec.tasks import all_candidates
 PAPER = GPTConfig(vocab_size=2048, context=256, n_layer=8, d_model=2048, d_mlp=8192)
 STATS_BATCH = 64  # sequences per forward of the mean-ablation stats (as the CPU stats job)
 
-# (label, function, only when called from) for the profile: cumulative seconds of each.
+# (label, function, only when called from these) for the profile: cumulative seconds of each.
 PHASES = [
     ("forward (masks, attribution)", "bucketed_set_losses", None),
-    ("backward", "backward", None),
+    ("backward", "backward", ("optimise_masks",)),  # Tensor.backward, not a Function's
     ("mask optimisation", "optimise_masks", None),
     ("attribution (ties)", "attributions", None),
     ("circuit forwards (judge)", "two_logits", None),
@@ -114,7 +114,7 @@ def profile_phases(fn: Callable[[], Any]) -> tuple[float, dict[str, float]]:
             if caller is None:
                 seconds += cumulative
             else:
-                seconds += sum(edge[3] for (_, _, f), edge in callers.items() if f == caller)
+                seconds += sum(edge[3] for (_, _, f), edge in callers.items() if f in caller)
         if seconds:
             phases[label] = seconds
     return total, phases
@@ -221,12 +221,12 @@ def bench_quickstart(qs: Quickstart, tasks: Sequence[str], n_settings: int, tria
         edges = "-" if found is None or found.circuit is None else \
             str(min(t.n_edges for t in found.trials if t.n_edges is not None))
         judged = "-" if found is None else str(sum(t.evaluations for t in found.trials))
+        searched = span(search.cpu, ".1f") if search.cpu else "-"
+        per_train = f"{span([s / qs.train_cpu_s for s in search.cpu])}×" if search.cpu else "-"
         print(f"{name:<18}{span(one.cpu):>13}{span(many.cpu):>15}{span(ratios):>10}×"
-              f"{span(search.cpu, '.1f'):>20}"
-              f"{span([s / qs.train_cpu_s for s in search.cpu]):>10}×{edges:>7}{judged:>17}"
-              f"   {load_average()}")
+              f"{searched:>20}{per_train:>11}{edges:>7}{judged:>17}   {load_average()}")
         print(f"{'  (wall s)':<18}{span(one.wall):>13}{span(many.wall):>15}{'':>11}"
-              f"{span(search.wall, '.1f'):>20}")
+              f"{span(search.wall, '.1f') if search.wall else '-':>20}")
         if profile:
             print_profile(f"{name}, 1 setting", runs[1])
             print_profile(f"{name}, {n_settings} batched", runs[n_settings])
