@@ -148,8 +148,8 @@ class Judge:
         self.n_evaluations = 0  # circuits asked about, repeats included
         self.n_screened = 0  # circuits failed by the calibration bound alone
         self.known: dict[bytes, float] = {}  # a circuit's digest → its loss
-        self.prefixes = BlockPrefixCache(layout)  # first blocks of recent circuits, replayed
         self.bounds: dict[bytes, float] = {}  # → the lowest loss any calibration could give it
+        self.prefixes = BlockPrefixCache(layout)  # first blocks of recent circuits, replayed
 
     def _chunks(self, batch: PairBatch) -> list[tuple[PackedPairs, list[Tensor] | None]]:
         packed = [chunk.packed() for chunk in batch.chunks(JUDGE_PAIRS, by_length=True)]

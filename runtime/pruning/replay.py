@@ -4,8 +4,8 @@ A block adds two writes to the residual stream, its ``attn_out`` and ``mlp_out``
 everything else it computes only feeds them. Block ``b``'s writes depend on the prompts and on
 the gates of blocks ``0…b`` alone. Circuits a search judges in a row often share those gates —
 greedy dropping tries removals from one circuit, many of them in its later blocks — so the
-judge keeps, per chunk of pairs, the writes of the first blocks of the last few circuits, keyed
-by the gates that made them. A circuit whose gates in blocks ``0…b`` match an entry gets those
+judge keeps, per chunk of pairs, the writes of the first blocks of recent circuits, keyed by the
+gates that made them. A circuit whose gates in blocks ``0…b`` match an entry gets those
 writes through the hook's ``fixed`` (the model then skips the rest of those blocks: two
 additions each) and computes from block ``b + 1`` on. The replayed tensors are the ones those
 blocks computed, so the answer logits are the same bits.
@@ -16,17 +16,19 @@ The last block never enters the cache: it runs at the answer positions only.
 from __future__ import annotations
 
 import hashlib
+import itertools
 from collections import OrderedDict
 
 from torch import Tensor
 
 from runtime.pruning.circuit import NodeLayout, site_name
 from runtime.pruning.gates import GateHook
+from runtime.pruning.pairs import PackedPairs
 
 WRITES = ("attn_out", "mlp_out")  # a block's residual writes: all that leaves it
 # Bytes of stored writes a judge keeps (counted per entry, so shared tensors count more than
-# once: a bound), least recently used dropped first. A few hundred circuits' first blocks on a
-# laptop-sized model; nothing for a GPU-sized batch, whose single entry would not fit.
+# once: a bound), least recently used dropped first: about 90 circuits' first block at the
+# quickstart's size. A batch whose first block's writes alone would not fit is not cached.
 CACHE_BYTES = 64 * 2**20
 
 
@@ -56,16 +58,22 @@ class BlockPrefixCache:
         offsets = layout.offsets
         # block b's prefix: the flat node range of blocks 0…b, up to block b + 1's first site
         self.ends = [offsets[site_name(b + 1, "attn_in")] for b in range(layout.n_layer - 1)]
+        self.width = layout.widths[layout.sites.index(site_name(0, "attn_out"))]
         self.entries: OrderedDict[tuple[int, int, bytes], dict[str, Tensor]] = OrderedDict()
         self.bytes = 0
         self.replayed_blocks = 0  # blocks forwards did not compute, over the judge's life
 
-    def hook(self, chunk: object, masks: Tensor, gates: GateHook) -> ReplayingHook:
+    def hook(self, chunk: PackedPairs, masks: Tensor, gates: GateHook) -> ReplayingHook:
         """The hook for one forward of ``masks`` (M, n) bool on ``chunk``, replaying the deepest
         stored prefix with the same gates."""
+        if len(WRITES) * chunk.tokens.numel() * len(masks) * self.width * 4 > CACHE_BYTES:
+            return ReplayingHook(gates, {}, [])
         flat = masks.cpu().numpy()
-        keys = [(id(chunk), b, hashlib.blake2b(flat[:, :end].tobytes(), digest_size=16).digest())
-                for b, end in enumerate(self.ends)]
+        digest = hashlib.blake2b(digest_size=16)  # of the gates of blocks 0…b, block by block
+        keys = []
+        for b, (start, end) in enumerate(itertools.pairwise([0, *self.ends])):
+            digest.update(flat[:, start:end].tobytes())
+            keys.append((id(chunk), b, digest.copy().digest()))
         depth = max((b for b, key in enumerate(keys) if key in self.entries), default=-1)
         if depth < 0:
             return ReplayingHook(gates, {}, keys)
